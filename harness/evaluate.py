@@ -1,0 +1,269 @@
+"""One evaluation run: prompts → token ids → batched letter scoring → run record.
+
+Samples are appended as batches finish, so an interrupted run resumes where it stopped; the
+summary is written atomically at the end, so a failed run never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import transformers
+from tqdm import tqdm
+
+from harness import __version__
+from harness.errors import RunError
+from harness.models import LoadedModel
+from harness.prompts import PromptFormat, subject_prompts
+from harness.records import (
+    RESULTS,
+    SAMPLES,
+    SCHEMA,
+    SETTINGS,
+    Sample,
+    SampleLog,
+    summarize,
+    write_json_atomic,
+)
+from harness.scoring import Encoded, LetterScorer, encode_prompts, plan_batches
+from tasks import GROUP, SubjectData
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How to score: the prompt format and the engine's knobs (which never change predictions)."""
+
+    fmt: PromptFormat
+    limit: int | None = None
+    batch_size: int = 8
+    max_batch_tokens: int = 16384
+    prefix_cache: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The questions of every subject, encoded, in canonical order."""
+
+    subject_keys: list[str]
+    questions: list[list]  # per subject: Question objects
+    encoded: list[list[Encoded]]  # per subject: token ids and letter ids
+
+    @property
+    def n(self) -> int:
+        return sum(len(q) for q in self.questions)
+
+
+def prepare(loaded: LoadedModel, data: list[SubjectData], settings: EvalSettings) -> Prepared:
+    fmt = settings.fmt
+    keys, questions, encoded = [], [], []
+    for d in data:
+        pairs = subject_prompts(d, fmt, loaded.tokenizer, settings.limit)
+        enc = encode_prompts(
+            loaded.tokenizer,
+            [p for _, p in pairs],
+            fmt.protocol.continuations(),
+            add_special_tokens=fmt.add_special_tokens,
+            move_trailing_whitespace=fmt.protocol.move_trailing_whitespace,
+            tokenizer_name=f"the tokenizer of {loaded.info['tokenizer']}",
+        )
+        keys.append(d.subject.key)
+        questions.append([q for q, _ in pairs])
+        encoded.append(enc)
+    return Prepared(keys, questions, encoded)
+
+
+def run_settings(loaded: LoadedModel, data: list[SubjectData], settings: EvalSettings, data_info: dict) -> dict:
+    """What identifies a run: a resumed run must agree on every field."""
+    fmt = settings.fmt
+    return {
+        "schema": SCHEMA,
+        "model": {k: loaded.info[k] for k in ("name", "revision", "adapter", "gguf_file", "dtype")},
+        "protocol": {"name": fmt.protocol.name, "version": fmt.protocol.version, "shots": fmt.shots, "chat": fmt.chat},
+        "task": {
+            "group": GROUP,
+            "subjects": [d.subject.key for d in data],
+            "limit": settings.limit,
+            "normalize": data_info.get("normalize", "none"),
+            "data": {d.subject.key: d.sources for d in data},
+        },
+    }
+
+
+def _first_difference(old, new, path=""):
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            diff = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+            if diff:
+                return diff
+        return None
+    return None if old == new else (path, old, new)
+
+
+def _open_run_dir(out_dir: Path, settings_record: dict) -> bool:
+    """Create the run directory or check that it holds the same run; True if newly created."""
+    settings_file = out_dir / SETTINGS
+    if settings_file.is_file():
+        import json
+
+        try:
+            old = json.loads(settings_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RunError(f"{settings_file} is corrupt ({e}); choose another --output") from None
+        diff = _first_difference(old, settings_record)
+        if diff:
+            where, was, now = diff
+            raise RunError(
+                f"{out_dir} holds a run with other settings ({where}: {was!r} there, {now!r} now); "
+                "choose another --output"
+            )
+        return False
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise RunError(f"{out_dir} exists and is not a run directory of this harness; choose another --output")
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(settings_file, settings_record)
+    return created
+
+
+def evaluate(
+    loaded: LoadedModel,
+    data: list[SubjectData],
+    settings: EvalSettings,
+    out_dir: Path,
+    *,
+    data_info: dict,
+    progress: bool = True,
+) -> dict:
+    """Score every question (resuming a partial run in `out_dir`) and write its run record."""
+    started_at = _now()
+    t0 = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    prepared = prepare(loaded, data, settings)
+    prepare_seconds = time.perf_counter() - t0
+    record = run_settings(loaded, data, settings, data_info)
+    out_dir = Path(out_dir)
+    created = _open_run_dir(out_dir, record)
+    log = SampleLog(out_dir / SAMPLES)
+    log.repair()
+    done = log.load()
+    wanted = {(key, q.id): q for key, qs in zip(prepared.subject_keys, prepared.questions) for q in qs}
+    stray = [k for k in done if k not in wanted]
+    if stray:
+        raise RunError(f"{log.path} holds question {stray[0]} that this run does not score; choose another --output")
+    resumed = len(done)
+
+    plan = plan_batches(
+        prepared.encoded,
+        batch_size=settings.batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+        prefix_cache=settings.prefix_cache,
+    )
+    scorer = LetterScorer(loaded.model, pad_id=_pad_id(loaded.tokenizer))
+    t1 = time.perf_counter()
+    computed_tokens = 0
+    try:
+        with tqdm(
+            total=prepared.n,
+            initial=resumed,
+            unit="q",
+            desc=f"{loaded.info['name']} {settings.fmt.protocol.name} {settings.fmt.shots}-shot",
+            file=sys.stderr,
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar:
+            for batch in plan:
+                keys = [(prepared.subject_keys[batch.group], prepared.questions[batch.group][i].id) for i in batch.items]
+                if all(k in done for k in keys):
+                    continue
+                logits = scorer.score(batch, prepared.encoded[batch.group])
+                new = []
+                for key, i, row in zip(keys, batch.items, logits):
+                    if key not in done:
+                        q = prepared.questions[batch.group][i]
+                        new.append(Sample.scored(key[0], q.id, q.answer, row))
+                log.append(new)
+                done.update((s.key, s) for s in new)
+                computed_tokens += sum(len(prepared.encoded[batch.group][i].input_ids) - batch.prefix_len for i in batch.items)
+                bar.update(len(new))
+    except BaseException:
+        if created and not done:
+            shutil.rmtree(out_dir, ignore_errors=True)  # leave nothing half-written behind
+        raise
+    score_seconds = time.perf_counter() - t1
+
+    samples = [done[k] for k in wanted]
+    scored_now = prepared.n - resumed
+    results = {
+        "schema": SCHEMA,
+        "harness": {"version": __version__, **_git_state()},
+        "model": loaded.info,
+        "protocol": {
+            "name": settings.fmt.protocol.name,
+            "version": settings.fmt.protocol.version,
+            "title": settings.fmt.protocol.title,
+            "shots": settings.fmt.shots,
+            "chat": settings.fmt.chat,
+            "continuations": list(settings.fmt.protocol.continuations()),
+            "aggregate": settings.fmt.protocol.aggregate,
+        },
+        "task": {**record["task"], "data_source": {k: v for k, v in data_info.items() if k != "normalize"}},
+        "runtime": {
+            "device": loaded.info["device"],
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "batch_size": settings.batch_size,
+            "max_batch_tokens": settings.max_batch_tokens,
+            "prefix_cache": settings.prefix_cache and scorer.fast,
+            "seed": settings.seed,
+            "started_at": started_at,
+            "finished_at": _now(),
+            "resumed_from": resumed,
+            "timings": {
+                "load_seconds": round(loaded.load_seconds, 3),
+                "prepare_seconds": round(prepare_seconds, 3),
+                "score_seconds": round(score_seconds, 3),
+                "scored_questions": scored_now,
+                "questions_per_second": round(scored_now / score_seconds, 3) if scored_now and score_seconds else None,
+                "prompt_tokens": sum(len(e.input_ids) for enc in prepared.encoded for e in enc),
+                "computed_tokens": computed_tokens,
+            },
+        },
+        **summarize(samples, prepared.subject_keys),
+    }
+    write_json_atomic(out_dir / RESULTS, results)
+    return results
+
+
+def _pad_id(tokenizer) -> int:
+    # Right padding: real tokens never attend to pads, so any valid id does.
+    for tid in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(tid, int):
+            return tid
+    return 0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _git_state() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"git_commit": None, "git_dirty": None}
+    if commit.returncode != 0:
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}

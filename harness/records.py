@@ -1,0 +1,183 @@
+"""Run records: a run is a directory holding
+
+- `settings.json`: what the run was started with (a resumed run must match it),
+- `samples.jsonl`: one line per scored question, appended as questions finish,
+- `results.json`: the summary, written atomically once every question is scored.
+
+Leaderboards, reports and the gate read runs through `load_run` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from harness.errors import RunError
+from harness.stats import macro_interval, wilson_interval
+
+SCHEMA = "devops-eval/run/1"
+RESULTS = "results.json"
+SAMPLES = "samples.jsonl"
+SETTINGS = "settings.json"
+LETTERS = ("A", "B", "C", "D")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One scored question: gold and predicted letters and the four letter logits (A..D)."""
+
+    subject: str
+    id: int
+    gold: str
+    pred: str
+    logits: tuple[float, float, float, float]
+    correct: bool
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.subject, self.id)
+
+    @classmethod
+    def scored(cls, subject: str, id: int, gold: str, logits) -> "Sample":
+        """The sample for fp32 `logits`: argmax, ties going to the earlier letter."""
+        values = tuple(float(x) for x in logits)
+        pred = LETTERS[int(np.argmax(np.asarray(values, dtype=np.float64)))]
+        return cls(subject, int(id), gold, pred, values, pred == gold)
+
+
+class SampleLog:
+    """`samples.jsonl`, appended batch by batch; a torn last line (a killed run) is dropped."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def repair(self) -> None:
+        """Cut a partial last line left by a process that died mid-write (before appending)."""
+        if not self.path.is_file():
+            return
+        raw = self.path.read_bytes()
+        end = raw.rfind(b"\n") + 1
+        if end < len(raw):
+            with self.path.open("r+b") as f:
+                f.truncate(end)
+
+    def load(self) -> dict[tuple[str, int], Sample]:
+        """Every complete line, by (subject, id); a partial last line is ignored."""
+        if not self.path.is_file():
+            return {}
+        raw = self.path.read_bytes()
+        raw = raw[: raw.rfind(b"\n") + 1]
+        samples = {}
+        for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+            try:
+                d = json.loads(line)
+                s = Sample(d["subject"], int(d["id"]), d["gold"], d["pred"], tuple(d["logits"]), bool(d["correct"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise RunError(f"{self.path} line {number}: not a sample record") from None
+            samples[s.key] = s
+        return samples
+
+    def append(self, samples: Iterable[Sample]) -> None:
+        text = "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in samples)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON so that readers see the old file or the new one, never a half-written one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a record is an ordinary file
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, ensure_ascii=False, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def summarize(samples: Iterable[Sample], subject_keys: list[str]) -> dict:
+    """Per-subject and overall accuracy (micro and macro) with 95% intervals."""
+    by_subject = {k: [0, 0] for k in subject_keys}
+    for s in samples:
+        by_subject[s.subject][0] += s.correct
+        by_subject[s.subject][1] += 1
+    subjects = {}
+    for key, (k, n) in by_subject.items():
+        lo, hi = wilson_interval(k, n)
+        subjects[key] = {"n": n, "correct": k, "accuracy": k / n if n else 0.0, "ci95": [lo, hi]}
+    correct = sum(k for k, _ in by_subject.values())
+    n = sum(n for _, n in by_subject.values())
+    parts = list(by_subject.values())
+    macro = sum(k / n_ for k, n_ in parts if n_) / max(1, sum(1 for _, n_ in parts if n_))
+    overall = {
+        "n": n,
+        "correct": correct,
+        "micro": correct / n if n else 0.0,
+        "micro_ci95": list(wilson_interval(correct, n)),
+        "macro": macro,
+        "macro_ci95": list(macro_interval(parts)),
+    }
+    return {"subjects": subjects, "overall": overall}
+
+
+@dataclass
+class Run:
+    """A finished run read back from its directory."""
+
+    path: Path
+    results: dict
+    samples: list[Sample]
+
+    @property
+    def protocol(self) -> str:
+        return self.results["protocol"]["name"]
+
+    @property
+    def shots(self) -> int:
+        return self.results["protocol"]["shots"]
+
+    @property
+    def model_name(self) -> str:
+        return self.results["model"]["name"]
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a finished run; a directory that is not one, or a corrupt one, is a RunError."""
+    path = Path(path)
+    results_file = path / RESULTS
+    if not path.is_dir():
+        raise RunError(f"no such run directory: {path}")
+    if not results_file.is_file():
+        hint = " (unfinished: re-run the same command to resume it)" if (path / SAMPLES).is_file() else ""
+        raise RunError(f"{path} is not a finished run: no {RESULTS}{hint}")
+    try:
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{results_file} is corrupt: {e}") from None
+    if not isinstance(results, dict) or results.get("schema") != SCHEMA:
+        raise RunError(f"{results_file} is not a run record of this harness (schema {SCHEMA})")
+    samples = list(SampleLog(path / SAMPLES).load().values())
+    if len(samples) != results.get("overall", {}).get("n"):
+        raise RunError(
+            f"{path}: {SAMPLES} has {len(samples)} questions but {RESULTS} counts {results.get('overall', {}).get('n')}"
+        )
+    return Run(path, results, samples)

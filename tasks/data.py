@@ -1,0 +1,287 @@
+"""Questions of the six subjects, read from a local directory or the Hugging Face Hub.
+
+Every cell is kept as the exact published string: no NaN, no numeric coercion, no stripping.
+Counts are checked (a wrong count is an error); file hashes are compared with the published
+ones (a different copy is a warning, since a user may knowingly use a revised file).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import unicodedata
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tasks.errors import TaskError
+from tasks.registry import LETTERS, Benchmark, Subject
+
+log = logging.getLogger("harness")
+
+NORMALIZATIONS = ("none", "kangxi", "nfkc")
+# Kangxi radicals and CJK radicals supplement: PDF-extracted look-alikes of ordinary ideographs.
+_KANGXI_RANGES = ((0x2E80, 0x2EFF), (0x2F00, 0x2FDF))
+# Supplement radicals that NFKC leaves alone but the CMMLU files use in place of ideographs.
+_RADICAL_IDEOGRAPHS = str.maketrans({"⻅": "见", "⻆": "角", "⻓": "长", "⻔": "门", "⻚": "页"})
+
+
+@dataclass(frozen=True)
+class Question:
+    """One multiple-choice question; `id` is its 0-based record index in its split file."""
+
+    subject: str
+    id: int
+    question: str
+    options: tuple[str, str, str, str]
+    answer: str
+
+
+@dataclass(frozen=True)
+class SubjectData:
+    """The scored questions of one subject and its few-shot pool (file order), with provenance."""
+
+    subject: Subject
+    questions: tuple[Question, ...]
+    shots: tuple[Question, ...]
+    # split -> where it came from and its content hash
+    sources: dict[str, dict]
+
+
+def normalize_text(text: str, mode: str) -> str:
+    """Text as published (`none`), Kangxi look-alikes mapped to ideographs (`kangxi`), or full NFKC."""
+    if mode == "none":
+        return text
+    if mode == "nfkc":
+        return unicodedata.normalize("NFKC", text)
+    if mode == "kangxi":
+        return "".join(
+            unicodedata.normalize("NFKC", ch)
+            if any(lo <= ord(ch) <= hi for lo, hi in _KANGXI_RANGES)
+            else ch
+            for ch in text.translate(_RADICAL_IDEOGRAPHS)
+        )
+    raise TaskError(f"unknown normalization {mode!r}; choose one of {', '.join(NORMALIZATIONS)}")
+
+
+def _normalized(q: Question, mode: str) -> Question:
+    if mode == "none":
+        return q
+    return replace(
+        q,
+        question=normalize_text(q.question, mode),
+        options=tuple(normalize_text(o, mode) for o in q.options),
+    )
+
+
+def parse_csv(raw: bytes, name: str, subject: Subject) -> tuple[Question, ...]:
+    """Parse one split file of `subject`'s benchmark; `name` is how errors refer to the file."""
+    bench = subject.benchmark
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TaskError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    # newline="" keeps line breaks inside quoted cells exactly as written (LF or CRLF).
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise TaskError(f"{name}: empty file, expected the header {','.join(bench.header)}")
+        _check_header(header, bench, name)
+        col = {c: i for i, c in enumerate(header)}
+        questions = []
+        for index, row in enumerate(reader):
+            questions.append(_question(row, index, reader.line_num, header, col, bench, name, subject))
+    except csv.Error as e:
+        raise TaskError(f"{name} line {reader.line_num}: malformed CSV ({e})") from None
+    return tuple(questions)
+
+
+def _check_header(header: list[str], bench: Benchmark, name: str) -> None:
+    expected = list(bench.header)
+    allowed = [expected] + [expected + [c] for c in bench.optional_columns]
+    if header not in allowed:
+        raise TaskError(
+            f"{name}: unexpected header {','.join(header)!r}; expected {','.join(expected)!r}"
+        )
+
+
+def _question(row, index, line, header, col, bench, name, subject) -> Question:
+    where = f"{name} record {index} (line {line})"
+    if len(row) != len(header):
+        raise TaskError(f"{where}: {len(row)} fields, expected {len(header)}")
+    answer = row[col[bench.answer_column]]
+    if answer not in LETTERS:
+        raise TaskError(f"{where}: answer {answer!r} is not one of A, B, C, D")
+    question = row[col[bench.question_column]]
+    if not question.strip():
+        raise TaskError(f"{where}: empty question")
+    return Question(
+        subject=subject.key,
+        id=index,
+        question=question,
+        options=tuple(row[col[letter]] for letter in LETTERS),
+        answer=answer,
+    )
+
+
+def _check_count(questions, subject: Subject, split: str, name: str) -> None:
+    if split == subject.split and len(questions) != subject.count:
+        raise TaskError(
+            f"{name}: {len(questions)} questions, expected {subject.count} "
+            f"({subject.benchmark.title} {subject.key} {split})"
+        )
+    if split == subject.fewshot_split and not questions:
+        raise TaskError(f"{name}: no rows in the few-shot split")
+
+
+def _check_hash(digest: str, subject: Subject, split: str, name: str) -> None:
+    published = subject.sha256.get(split)
+    if published and digest != published:
+        log.warning(
+            "%s differs from the published file (sha256 %s…, published %s…); "
+            "scores may not be comparable with other runs",
+            name,
+            digest[:12],
+            published[:12],
+        )
+
+
+def load_local(data_dir: str | Path, subjects, normalize: str = "none") -> list[SubjectData]:
+    """Read each subject's eval and few-shot splits from `data_dir` in the benchmarks' own layouts."""
+    normalize_text("", normalize)  # reject an unknown mode before touching files
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise TaskError(f"data directory not found: {root}")
+    out = []
+    for subject in subjects:
+        splits, sources = {}, {}
+        for split in (subject.split, subject.fewshot_split):
+            rel = subject.local_file(split)
+            path = root / rel
+            if not path.is_file():
+                raise TaskError(f"missing data file: {path}")
+            raw = path.read_bytes()
+            digest = hashlib.sha256(raw).hexdigest()
+            questions = parse_csv(raw, str(path), subject)
+            _check_count(questions, subject, split, str(path))
+            _check_hash(digest, subject, split, str(path))
+            splits[split] = tuple(_normalized(q, normalize) for q in questions)
+            sources[split] = {"file": rel, "sha256": digest}
+        out.append(
+            SubjectData(subject, splits[subject.split], splits[subject.fewshot_split], sources)
+        )
+    return out
+
+
+# --- Hugging Face Hub -------------------------------------------------------------------------
+
+
+def read_archive_member(archive: str | Path, subject: Subject, split: str) -> tuple[bytes, str]:
+    """Bytes of a split file inside a benchmark's zip archive, and the member's name."""
+    wanted = subject.benchmark.hub["member"].format(split=split, key=subject.key)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            # Archives differ in their top folder; match on the benchmark's own relative path.
+            names = [n for n in zf.namelist() if n == wanted or n.endswith("/" + wanted)]
+            if not names:
+                raise TaskError(f"{archive}: no member {wanted}")
+            return zf.read(names[0]), names[0]
+    except zipfile.BadZipFile as e:
+        raise TaskError(f"{archive}: not a zip archive ({e})") from None
+
+
+def rows_to_questions(rows, subject: Subject, name: str) -> tuple[Question, ...]:
+    """Questions from records with the benchmark's column names (a parquet split, say)."""
+    bench = subject.benchmark
+    out = []
+    for index, row in enumerate(rows):
+        where = f"{name} record {index}"
+        try:
+            answer = str(row[bench.answer_column])
+            question = str(row[bench.question_column])
+            options = tuple(str(row[letter]) for letter in LETTERS)
+        except KeyError as e:
+            raise TaskError(f"{where}: missing column {e.args[0]!r}") from None
+        if answer not in LETTERS:
+            raise TaskError(f"{where}: answer {answer!r} is not one of A, B, C, D")
+        out.append(Question(subject.key, index, question, options, answer))
+    return tuple(out)
+
+
+def _rows_digest(questions) -> str:
+    h = hashlib.sha256()
+    for q in questions:
+        h.update(json.dumps([q.question, *q.options, q.answer], ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def load_hub(subjects, normalize: str = "none", repos: dict[str, str] | None = None) -> list[SubjectData]:
+    """Read the subjects from the Hugging Face Hub at the pinned revisions of `subjects.yaml`.
+
+    `repos` maps a benchmark key to another repo id or a local folder laid out like the Hub repo.
+    """
+    normalize_text("", normalize)
+    repos = repos or {}
+    out = []
+    for subject in subjects:
+        hub = subject.benchmark.hub
+        repo = repos.get(subject.benchmark.key, hub["repo"])
+        splits, sources = {}, {}
+        for split in (subject.split, subject.fewshot_split):
+            if hub["kind"] == "archive":
+                archive = _fetch_hub_file(repo, hub["file"], hub["revision"])
+                raw, member = read_archive_member(archive, subject, split)
+                name = f"{repo}@{hub['revision'][:7]}:{hub['file']}/{member}"
+                questions = parse_csv(raw, name, subject)
+                digest = hashlib.sha256(raw).hexdigest()
+                _check_hash(digest, subject, split, name)
+            else:
+                name = f"{repo}@{hub['revision'][:7]}:{subject.key}/{split}"
+                rows = _load_parquet_split(repo, hub["config"].format(key=subject.key), split, hub["revision"])
+                questions = rows_to_questions(rows, subject, name)
+                digest = _rows_digest(questions)
+            _check_count(questions, subject, split, name)
+            splits[split] = tuple(_normalized(q, normalize) for q in questions)
+            sources[split] = {"hub": repo, "revision": hub["revision"], "sha256": digest}
+        out.append(
+            SubjectData(subject, splits[subject.split], splits[subject.fewshot_split], sources)
+        )
+    return out
+
+
+def _fetch_hub_file(repo: str, filename: str, revision: str) -> Path:
+    local = Path(repo) / filename
+    if local.is_file():
+        return local
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename, repo_type="dataset", revision=revision))
+    except Exception as e:  # network, auth, offline mode: all end the same way for the user
+        raise TaskError(
+            f"could not download {filename} from the Hub dataset {repo}: {_first_line(e)} "
+            "(offline? use a local copy: --data-dir)"
+        ) from None
+
+
+def _load_parquet_split(repo: str, config: str, split: str, revision: str):
+    import datasets
+
+    kwargs = {} if Path(repo).is_dir() else {"revision": revision}
+    try:
+        return datasets.load_dataset(repo, name=config, split=split, **kwargs)
+    except Exception as e:
+        raise TaskError(
+            f"could not load {repo} ({config}, {split}) from the Hub: {_first_line(e)} "
+            "(offline? use a local copy: --data-dir)"
+        ) from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]

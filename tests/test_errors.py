@@ -1,0 +1,192 @@
+"""User mistakes end in one line naming the thing, exit code 2, no traceback, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+
+
+def _one_line_error(capsys, code, *needles):
+    assert code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def data_copy(tmp_path, data_dir):
+    dst = tmp_path / "data"
+    shutil.copytree(data_dir, dst)
+    return dst
+
+
+def _eval(model, data, out, *extra):
+    return main(["eval", "--model", str(model), "--data-dir", str(data), "--output", str(out), "--no-progress", *extra])
+
+
+def test_missing_data_dir(tiny_model, tmp_path, capsys):
+    code = _eval(tiny_model, tmp_path / "no-data", tmp_path / "out")
+    _one_line_error(capsys, code, "data directory not found", "no-data")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file(tiny_model, data_copy, tmp_path, capsys):
+    (data_copy / "cmmlu/dev/computer_security.csv").unlink()
+    code = _eval(tiny_model, data_copy, tmp_path / "out")
+    _one_line_error(capsys, code, "missing data file", "cmmlu/dev/computer_security.csv")
+
+
+def test_malformed_csv(tiny_model, data_copy, tmp_path, capsys):
+    path = data_copy / "ceval/val/computer_network_val.csv"
+    path.write_bytes(path.read_bytes() + b'99,"unterminated,A,B,C,D,A\r\n')
+    code = _eval(tiny_model, data_copy, tmp_path / "out")
+    _one_line_error(capsys, code, "computer_network_val.csv")
+
+
+def test_wrong_header(tiny_model, data_copy, tmp_path, capsys):
+    path = data_copy / "ceval/dev/computer_network_dev.csv"
+    path.write_bytes(path.read_bytes().replace(b"id,question,", b"id,stem,", 1))
+    code = _eval(tiny_model, data_copy, tmp_path / "out")
+    _one_line_error(capsys, code, "computer_network_dev.csv: unexpected header")
+
+
+def test_answer_not_a_letter(tiny_model, data_copy, tmp_path, capsys):
+    path = data_copy / "cmmlu/test/machine_learning.csv"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[10] = lines[10][: lines[10].rstrip("\n").rfind(",")] + ",b\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    code = _eval(tiny_model, data_copy, tmp_path / "out")
+    _one_line_error(capsys, code, "machine_learning.csv record 9", "answer 'b' is not one of A, B, C, D")
+
+
+def test_unknown_subject(tiny_model, data_dir, tmp_path, capsys):
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--subjects", "computer_science,devops_culture")
+    _one_line_error(capsys, code, "unknown subject 'devops_culture'")
+
+
+def test_unknown_protocol(tiny_model, data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _eval(tiny_model, data_dir, tmp_path / "out", "--protocol", "mmlu")
+    _one_line_error(capsys, e.value.code, "--protocol", "'mmlu'")
+
+
+@pytest.mark.parametrize("shots", ["6", "-1"])
+def test_shots_outside_0_to_5(tiny_model, data_dir, tmp_path, capsys, shots):
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--shots", shots)
+    _one_line_error(capsys, code, f"--shots {shots} is outside 0..5")
+
+
+def test_model_directory_that_is_not_a_model(data_dir, tmp_path, capsys):
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / "README.md").write_text("hello")
+    code = _eval(tmp_path / "not-a-model", data_dir, tmp_path / "out")
+    _one_line_error(capsys, code, "not-a-model is not a model directory (no config.json)")
+
+
+def test_model_path_that_does_not_exist(data_dir, tmp_path, capsys):
+    code = _eval(tmp_path / "nowhere" / "ckpt", data_dir, tmp_path / "out")
+    _one_line_error(capsys, code, "no such model directory or file", "nowhere/ckpt")
+
+
+def test_model_with_broken_weights(tiny_model, data_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    code = _eval(broken, data_dir, tmp_path / "out")
+    _one_line_error(capsys, code, "cannot load model", "broken")
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_model_while_offline(data_dir, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    code = _eval("no-such-org/no-such-model", data_dir, tmp_path / "out")
+    _one_line_error(capsys, code, "no-such-org/no-such-model")
+
+
+def test_tokenizer_that_splits_a_letter(tiny_model, data_dir, tmp_path, capsys):
+    # A byte-level BPE with no merges: " A" is two tokens, so lm-eval's " A" continuation is not one.
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<|endoftext|>": 0, **{ch: i + 1 for i, ch in enumerate(sorted(alphabet))}}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    model_dir = tmp_path / "bytes-model"
+    shutil.copytree(tiny_model, model_dir)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model_dir / f).unlink(missing_ok=True)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(model_dir)
+    code = _eval(model_dir, data_dir, tmp_path / "out", "--protocol", "lm-eval", "--limit", "1")
+    _one_line_error(capsys, code, "does not encode the answer ' A'", "exactly one token")
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_directory_that_holds_something_else(tiny_model, data_dir, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1")
+    _one_line_error(capsys, code, "is not a run directory of this harness")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
+
+
+def test_corrupt_settings_file(tiny_model, data_dir, tmp_path, capsys):
+    assert _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1") == 0
+    capsys.readouterr()
+    (tmp_path / "out" / "settings.json").write_text("{not json")
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1")
+    _one_line_error(capsys, code, "settings.json is corrupt")
+
+
+def test_corrupt_samples_line(tiny_model, data_dir, tmp_path, capsys):
+    assert _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1") == 0
+    capsys.readouterr()
+    (tmp_path / "out" / "samples.jsonl").write_text('{"subject": 1}\n')
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1")
+    _one_line_error(capsys, code, "samples.jsonl line 1: not a sample record")
+
+
+def test_bad_flag_values(tiny_model, data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _eval(tiny_model, data_dir, tmp_path / "out", "--dtype", "int3")
+    _one_line_error(capsys, e.value.code, "--dtype")
+    _one_line_error(capsys, _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "0"), "--limit")
+    with pytest.raises(SystemExit) as e:
+        _eval(tiny_model, data_dir, tmp_path / "out", "--shots", "five")
+    _one_line_error(capsys, e.value.code, "--shots", "'five'")
+
+
+def test_the_installed_command_prints_one_line_and_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "eval", "--model", "x", "--data-dir", str(tmp_path / "missing")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"harness eval: error: data directory not found: {tmp_path / 'missing'}"]
+
+
+def test_a_run_record_that_is_not_one(tmp_path):
+    from harness.errors import RunError
+    from harness.records import load_run
+
+    with pytest.raises(RunError, match="not a finished run"):
+        load_run(tmp_path)
+    (tmp_path / "results.json").write_text("{")
+    with pytest.raises(RunError, match="results.json is corrupt"):
+        load_run(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(RunError, match="not a run record of this harness"):
+        load_run(tmp_path)

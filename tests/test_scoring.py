@@ -1,0 +1,123 @@
+"""Letter scoring: token ids of the letters, and batching/prefix reuse that never changes results."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness.errors import ModelError
+from harness.prompts import PromptFormat, subject_prompts
+from harness.scoring import LetterScorer, common_prefix_len, encode_prompts, plan_batches
+from tasks import get_protocol
+
+
+def _groups(subject_data, tokenizer, protocol="devops", shots=5, per_subject=12):
+    fmt = PromptFormat(get_protocol(protocol), shots)
+    groups = []
+    for d in subject_data.values():
+        prompts = [p for _, p in subject_prompts(d, fmt, limit=per_subject)]
+        groups.append(encode_prompts(tokenizer, prompts, fmt.protocol.continuations(),
+                                     move_trailing_whitespace=fmt.protocol.move_trailing_whitespace))
+    return groups
+
+
+def _score_all(model, groups, **plan_kwargs):
+    plan = plan_batches(groups, **plan_kwargs)
+    scorer = LetterScorer(model)
+    out = {}
+    for batch in plan:
+        logits = scorer.score(batch, groups[batch.group])
+        for i, row in zip(batch.items, logits):
+            out[(batch.group, i)] = row
+    return out
+
+
+@torch.inference_mode()
+def _reference(model, groups):
+    """The plain way: one prompt at a time, full forward, last position's logits."""
+    out = {}
+    for g, items in enumerate(groups):
+        for i, it in enumerate(items):
+            logits = model(input_ids=torch.tensor([it.input_ids])).logits[0, -1]
+            out[(g, i)] = logits[list(it.letter_ids)].float().numpy()
+    return out
+
+
+def _argmax(d):
+    return {k: int(v.argmax()) for k, v in d.items()}
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "gemma3"])
+def test_batched_prefix_cached_scores_equal_one_at_a_time_full_forward(arch, tiny_model_factory, subject_data):
+    path = tiny_model_factory(arch)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    groups = _groups(subject_data, tokenizer)
+    reference = _reference(model, groups)
+    fast = _score_all(model, groups, batch_size=8, max_batch_tokens=100_000, prefix_cache=True)
+    assert _argmax(fast) == _argmax(reference)
+    for k in reference:
+        torch.testing.assert_close(torch.tensor(fast[k]), torch.tensor(reference[k]), rtol=1e-4, atol=1e-4)
+
+
+def test_batch_size_does_not_change_predictions(tiny_model, subject_data):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    groups = _groups(subject_data, tokenizer, shots=0, per_subject=20)
+    one = _score_all(model, groups, batch_size=1, max_batch_tokens=100_000, prefix_cache=False)
+    many = _score_all(model, groups, batch_size=16, max_batch_tokens=100_000, prefix_cache=False)
+    assert _argmax(one) == _argmax(many)
+
+
+def test_prefix_cache_does_not_change_predictions(tiny_model, subject_data):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    groups = _groups(subject_data, tokenizer, shots=5, per_subject=20)
+    without = _score_all(model, groups, batch_size=4, max_batch_tokens=100_000, prefix_cache=False)
+    with_cache = _score_all(model, groups, batch_size=4, max_batch_tokens=100_000, prefix_cache=True)
+    assert _argmax(without) == _argmax(with_cache)
+
+
+def test_five_shot_prefix_is_the_instruction_and_examples(tiny_model, subject_data):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    groups = _groups(subject_data, tokenizer, shots=5, per_subject=50)
+    for items in groups:
+        n = common_prefix_len([it.input_ids for it in items])
+        shared = tokenizer.decode(items[0].input_ids[:n])
+        assert shared.count("答案：") == 5  # the five answered examples, nothing of the question
+        assert all(len(it.input_ids) > n for it in items)
+
+
+def test_plan_respects_batch_limits_and_covers_every_question_once(tiny_model, subject_data):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    groups = _groups(subject_data, tokenizer, shots=5, per_subject=30)
+    plan = plan_batches(groups, batch_size=5, max_batch_tokens=400, prefix_cache=True)
+    seen = [(b.group, i) for b in plan for i in b.items]
+    assert sorted(seen) == sorted((g, i) for g, items in enumerate(groups) for i in range(len(items)))
+    for b in plan:
+        width = max(len(groups[b.group][i].input_ids) - b.prefix_len for i in b.items)
+        assert len(b.items) <= 5
+        assert len(b.items) == 1 or width * len(b.items) <= 400
+
+
+def test_letter_ids_come_from_encoding_prompt_plus_letter(tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    [enc] = encode_prompts(tokenizer, ["问题：x\n答案："], ("A", "B", "C", "D"))
+    for letter, tid in zip("ABCD", enc.letter_ids):
+        assert tokenizer.convert_ids_to_tokens(tid) == letter
+    [enc] = encode_prompts(tokenizer, ["答案："], (" A", " B", " C", " D"))
+    assert tokenizer.convert_ids_to_tokens(list(enc.letter_ids)) == ["ĠA", "ĠB", "ĠC", "ĠD"]
+
+
+def test_tokenizer_that_splits_a_letter_is_refused(tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    with pytest.raises(ModelError, match="exactly one token"):
+        encode_prompts(tokenizer, ["答案："], ("\n\nA", "B", "C", "D"))
+
+
+def test_tokenizer_that_merges_the_letter_into_the_prompt_is_refused(tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.add_tokens(["：A"])  # the prompt's last character and the letter become one token
+    with pytest.raises(ModelError, match="'A'"):
+        encode_prompts(tokenizer, ["答案："], ("A", "B", "C", "D"))
