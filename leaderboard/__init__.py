@@ -1,0 +1,1 @@
+"""Published reference scores, aggregation across run records, and table rendering."""

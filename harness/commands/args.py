@@ -1,0 +1,91 @@
+"""Argument groups several commands share (model, data, prompt), and what they resolve to."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+CACHE_ENV = "HARNESS_CACHE"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "devops-eval").expanduser()
+
+
+def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    from harness.models import DTYPES
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=required, help="Hub id, local checkpoint, .gguf file, LoRA output dir, or gemma-3-270m")
+    g.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
+    g.add_argument("--adapter", help="a PEFT (LoRA) adapter directory to put on top of --model")
+    g.add_argument("--gguf-file", help="GGUF file name inside --model (a directory or Hub repo)")
+    g.add_argument("--tokenizer", help="tokenizer to use instead of the model's own")
+    g.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype; auto keeps the checkpoint's (default)")
+    g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    g.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own Python code (Qwen-1 needs it)")
+
+
+def model_spec(args):
+    from harness.models import ModelSpec
+
+    return ModelSpec(
+        model=args.model,
+        revision=args.revision,
+        dtype=args.dtype,
+        device=args.device,
+        adapter=args.adapter,
+        gguf_file=args.gguf_file,
+        trust_remote_code=args.trust_remote_code,
+        tokenizer=args.tokenizer,
+    )
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    from tasks import NORMALIZATIONS
+
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data-dir",
+        default=os.environ.get(DATA_DIR_ENV),
+        help=f"local copy in the benchmarks' own layouts (cmmlu/..., ceval/...); default ${DATA_DIR_ENV}, else the Hub",
+    )
+    g.add_argument("--subjects", help="comma-separated subject keys (default: all six, the 'devops' group)")
+    g.add_argument("--normalize", default="none", choices=NORMALIZATIONS, help="text normalization (default none: as published)")
+
+
+def load_data(args):
+    from tasks import load_hub, load_local, select_subjects
+
+    subjects = select_subjects(args.subjects.split(",") if args.subjects else None)
+    if args.data_dir:
+        data = load_local(args.data_dir, subjects, args.normalize)
+        info = {"source": "local", "dir": str(Path(args.data_dir).expanduser().resolve()), "normalize": args.normalize}
+    else:
+        data = load_hub(subjects, args.normalize)
+        info = {"source": "hub", "normalize": args.normalize}
+    return data, info
+
+
+def add_prompt_arguments(p: argparse.ArgumentParser, shots_help: str) -> None:
+    from harness.prompts import CHAT_TEMPLATES
+    from tasks import protocols
+
+    p.add_argument("--protocol", default="devops", choices=list(protocols()), help="prompt protocol (default devops)")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in one user turn (ChatML, as the model card's Chat rows)")
+    p.add_argument(
+        "--chat-template",
+        choices=CHAT_TEMPLATES,
+        help="chatml (explicit, the default with --chat) or the tokenizer's own template; implies --chat",
+    )
+    p.add_argument("--shots", type=int, action="append", help=shots_help)
+
+
+def chat_mode(args) -> str | None:
+    if args.chat_template:
+        return args.chat_template
+    return "chatml" if args.chat else None
+
+

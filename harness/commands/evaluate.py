@@ -1,0 +1,88 @@
+"""`harness eval`: score a model; writes one run directory per shots setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.commands.args import (
+    add_data_arguments,
+    add_model_arguments,
+    add_prompt_arguments,
+    cache_dir,
+    chat_mode,
+    load_data,
+    model_spec,
+)
+from harness.errors import HarnessError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="score a model; writes a run directory")
+    add_model_arguments(p)
+    add_prompt_arguments(p, "few-shot examples, 0..5; repeat for several settings (default 5)")
+    add_data_arguments(p)
+    p.add_argument("--output", help="run directory (with several --shots: one sub-run DIR/shots-K each)")
+    p.add_argument("--limit", type=int, help="score only the first N questions of each subject (a smoke test, not a score)")
+    p.add_argument("--batch-size", type=int, default=8, help="questions per forward pass (default 8)")
+    p.add_argument("--max-batch-tokens", type=int, default=16384, help="cap on batch rows × padded length (default 16384)")
+    p.add_argument("--no-prefix-cache", action="store_true", help="recompute the shared few-shot prefix for every question")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from harness.evaluate import EvalSettings, evaluate
+    from harness.models import load_model
+    from harness.prompts import PromptFormat
+    from tasks import check_shots, get_protocol
+
+    shots_list = list(dict.fromkeys(args.shots or [5]))
+    for k in shots_list:
+        check_shots(k)
+    protocol = get_protocol(args.protocol)
+    chat = chat_mode(args)
+    if args.limit is not None and args.limit < 1:
+        raise HarnessError("--limit must be at least 1")
+    if args.batch_size < 1 or args.max_batch_tokens < 1:
+        raise HarnessError("--batch-size and --max-batch-tokens must be at least 1")
+    data, data_info = load_data(args)
+    loaded = load_model(model_spec(args), cache_dir())
+    for shots in shots_list:
+        out = output_dir(args, shots, multi=len(shots_list) > 1)
+        settings = EvalSettings(
+            fmt=PromptFormat(protocol, shots, chat),
+            limit=args.limit,
+            batch_size=args.batch_size,
+            max_batch_tokens=args.max_batch_tokens,
+            prefix_cache=not args.no_prefix_cache,
+            seed=args.seed,
+        )
+        results = evaluate(loaded, data, settings, out, data_info=data_info, progress=not args.no_progress)
+        print(format_summary(out, results))
+    return 0
+
+
+def output_dir(args, shots: int, multi: bool) -> Path:
+    """--output DIR for one setting; DIR/shots-K for each of several; runs/<model>-<protocol>-Kshot by default."""
+    if args.output:
+        base = Path(args.output)
+        return base / f"shots-{shots}" if multi else base
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(args.model.rstrip("/")).name)
+    chat = "-chat" if chat_mode(args) else ""
+    return Path("runs") / f"{slug}-{args.protocol}{chat}-{shots}shot"
+
+
+def format_summary(out: Path, results: dict) -> str:
+    p = results["protocol"]
+    lines = [f"{out}  ({results['model']['name']}, {p['name']}/v{p['version']}, {p['shots']}-shot{', chat' if p['chat'] else ''})"]
+    lines.append(f"  {'subject':<24}{'n':>5}{'correct':>9}{'accuracy':>10}   95% CI")
+    for key, s in results["subjects"].items():
+        lo, hi = s["ci95"]
+        lines.append(f"  {key:<24}{s['n']:>5}{s['correct']:>9}{100 * s['accuracy']:>9.2f}%   [{100 * lo:.1f}, {100 * hi:.1f}]")
+    o = results["overall"]
+    lines.append(f"  {'overall (micro)':<24}{o['n']:>5}{o['correct']:>9}{100 * o['micro']:>9.2f}%   [{100 * o['micro_ci95'][0]:.1f}, {100 * o['micro_ci95'][1]:.1f}]")
+    lines.append(f"  {'overall (macro)':<24}{'':>5}{'':>9}{100 * o['macro']:>9.2f}%   [{100 * o['macro_ci95'][0]:.1f}, {100 * o['macro_ci95'][1]:.1f}]")
+    return "\n".join(lines)
+
+
