@@ -232,6 +232,33 @@ def test_user_mistakes_reach_the_shell_as_one_line_without_traceback(tiny_model,
                      "pt datasets in " + str(EXAMPLES / "dataset_info.json") + ": devops_corpus"]
 
 
+def _script_argv(script: Path, **env) -> list[str]:
+    """The arguments an example script gives `harness train` (torchrun replaced by a printer)."""
+    printer = 'torchrun() { printf "%s\\n" "$@"; }; export -f torchrun; bash "$0"'
+    proc = subprocess.run(["bash", "-c", printer, str(script)], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, check=True)
+    argv = proc.stdout.splitlines()
+    start = argv.index("-m")
+    assert argv[start : start + 3] == ["-m", "harness", "train"]
+    return argv[start + 3 :]
+
+
+@pytest.mark.parametrize("script, overrides", [
+    ("devops-model-pt.sh", ["--max_source_length=64"]),
+    ("devops-model-sft.sh", []),
+])
+def test_example_scripts_run_with_the_seeds_arguments(script, overrides, tiny_model, tmp_path, hf_cache):
+    argv = _script_argv(ROOT / "training" / "examples" / script, MODEL=str(tiny_model), OUTPUT=str(tmp_path / "out"))
+    at = argv.index("--deepspeed")
+    assert (ROOT / argv[at + 1]).is_file()
+    del argv[at : at + 2]  # DeepSpeed under torchrun is the slow tests' business
+    short = ["--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--logging_steps", "1",
+             "--per_device_train_batch_size", "2", "--dataloader_num_workers", "0", "--cache_dir", str(hf_cache)]
+    assert main(["train", *argv, *short, *overrides]) == 0
+    assert [h["step"] for h in _log_history(tmp_path / "out") if "eval_loss" in h] == [2]
+    assert (tmp_path / "out" / "training_loss.png").is_file()
+
+
 # --- the registry -------------------------------------------------------------------------------
 
 

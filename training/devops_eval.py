@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from transformers import TrainerCallback
 
+from harness.errors import HarnessError
 from harness.evaluate import EvalSettings, evaluate
 from harness.models import LoadedModel
 
@@ -55,20 +56,25 @@ class DevOpsEvalCallback(TrainerCallback):
         scalars = {}
         with _full_weights(model):
             if is_main:
-                scalars = self._score(model, step, name)
+                try:
+                    scalars = self._score(model, step, name)
+                except HarnessError as e:  # e.g. a record of other settings in the way: keep training
+                    log.error("devops eval at step %d failed, training goes on: %s", step, e)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()  # the other processes wait here, not in a collective that may time out
-        if is_main:
+        if is_main and scalars:
             self.log_scalars(scalars)
 
     def _score(self, model, step: int, name: str) -> dict:
         was_training = model.training
         model.eval()
         first = next(model.parameters())
+        lora = self.model_info["training"]["finetuning_type"] == "lora"
         info = {
             **self.model_info,
-            "name": name,
-            "adapter": name if self.model_info.get("adapter") else None,
+            "name": name,  # as `harness eval --model NAME` loads it: a checkpoint, or an adapter on its base
+            "path": self.model_info["training"]["base_model"] if lora else name,
+            "adapter": name if lora else None,
             "dtype": str(first.dtype).removeprefix("torch."),
             "parameters": sum(p.numel() for p in model.parameters()),
             "device": str(first.device),

@@ -51,22 +51,11 @@ def train(args: TrainArgs, devops_eval: DevOpsEval | None = None) -> Path:
         log.info("%s: %d training examples, %d held out", f.stage, len(train_set), len(eval_set) if eval_set else 0)
         log.info("first example: %s", describe_example(train_set[0], tokenizer))
 
-    model = load_model(args)
-    if f.finetuning_type == "lora":
-        if t.gradient_checkpointing:
-            model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
-        model = add_lora(model, f.lora_target, f.lora_rank, f.lora_alpha, f.lora_dropout)
-        if t.ddp_find_unused_parameters is None:
-            t.ddp_find_unused_parameters = False  # frozen weights are not "unused" parameters
-    if is_main:
-        trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
-        total = sum(_numel(p) for p in model.parameters())
-        log.info("%s fine-tuning: %d of %d parameters trainable (%.2f%%)", f.finetuning_type, trainable, total, 100 * trainable / total)
-
+    model = build_model(args, is_main)
     collator = (
         default_data_collator  # pt blocks all have the same length
         if f.stage == "pt"
-        else DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, pad_to_multiple_of=None)
+        else DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
     )
     trainer = Trainer(
         model=model, args=t, data_collator=collator, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer
@@ -199,14 +188,29 @@ def load_model(args: TrainArgs):
     return model
 
 
+def build_model(args: TrainArgs, is_main: bool):
+    """The model to train: all of it (full), or a fresh LoRA adapter on it with the rest frozen."""
+    t, f = args.training, args.finetuning
+    model = load_model(args)
+    if f.finetuning_type == "lora":
+        if t.gradient_checkpointing:
+            model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need grads
+        model = add_lora(model, f.lora_target, f.lora_rank, f.lora_alpha, f.lora_dropout)
+        if t.ddp_find_unused_parameters is None:
+            t.ddp_find_unused_parameters = False  # frozen weights are not "unused" parameters
+    if is_main:
+        trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+        total = sum(_numel(p) for p in model.parameters())
+        log.info("%s fine-tuning: %d of %d parameters trainable (%.2f%%)", f.finetuning_type, trainable, total, 100 * trainable / total)
+    return model
+
+
 def model_info(args: TrainArgs, model) -> dict:
-    """What DevOps run records say about the model in training (the callback adds name, step, dtype)."""
+    """What DevOps run records say about the model in training; the callback adds name, path, step, dtype."""
     m, f = args.model, args.finetuning
     return {
-        "path": m.model_name_or_path if f.finetuning_type == "lora" else args.training.output_dir,
         "revision": m.model_revision,
         "gguf_file": None,
-        "adapter": f.finetuning_type == "lora",  # replaced by the checkpoint's path
         "tokenizer": m.model_name_or_path,
         "requested_dtype": "auto",
         "architecture": (getattr(model.config, "architectures", None) or [type(model).__name__])[0],

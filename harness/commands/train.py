@@ -32,6 +32,7 @@ def run(args) -> int:
     from training.workflow import train
 
     targs = parse_train_args(args.argv)
+    targs.model.model_name_or_path = named_model_path(targs.model.model_name_or_path)
     is_main = targs.training.process_index == 0
     logging.getLogger("harness.training").setLevel(logging.INFO if is_main else logging.WARNING)
     if not args.verbose:
@@ -42,6 +43,13 @@ def run(args) -> int:
     if is_main:
         print(f"saved {output}")
     return 0
+
+
+def named_model_path(name: str) -> str:
+    """A model `harness eval` knows by name (gemma-3-270m) trains from its converted local copy."""
+    from harness.models import NAMED_MODELS
+
+    return str(NAMED_MODELS[name](cache_dir())) if name in NAMED_MODELS else name
 
 
 def devops_eval_plan(targs):
