@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from harness.cli import main
+from harness.templates import get_template
 from training.args import parse_train_args
 from training.errors import DatasetError
 from training.preprocess import IGNORE_INDEX, pretrain_blocks, supervised_examples
@@ -113,6 +114,18 @@ def test_sft_history_turns_carry_loss_on_every_response(tiny_model):
     assert spans == ["rollout history" + eos, "rollout undo" + eos]
 
 
+def test_sft_system_column_replaces_the_templates_system_text(tiny_model):
+    from datasets import Dataset
+
+    from harness.templates import get_template
+
+    tok = _tokenizer(tiny_model)
+    rows = Dataset.from_list([{"q": "查看日志", "a": "journalctl -u nginx", "sys": "你是运维助手。"}])
+    columns = {"prompt": "q", "query": None, "response": "a", "history": None, "system": "sys"}
+    ex = supervised_examples(rows, columns, tok, get_template("chatml"), 512, 512, name="t")[0]
+    assert tok.decode(ex["input_ids"]).startswith("<|im_start|>system\n你是运维助手。<|im_end|>\n<|im_start|>user\n查看日志")
+
+
 def test_sft_truncates_prompt_and_response_per_turn(tiny_model):
     from harness.templates import get_template
 
@@ -167,7 +180,7 @@ def _one_line_error(capsys, argv, code=2) -> str:
         rc = e.code
     err = capsys.readouterr().err
     assert rc == code, err
-    lines = err.strip().splitlines()
+    lines = [line for line in err.strip().splitlines() if not line.startswith("info: ")]  # progress before it
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -210,6 +223,24 @@ def test_unrecognized_argument_is_one_line(capsys, base_argv):
 def test_evaluation_without_held_out_data_is_one_line(capsys, base_argv):
     line = _one_line_error(capsys, [*base_argv, "--stage", "pt", "--dataset", "devops_corpus", "--evaluation_strategy", "steps"])
     assert "--eval_strategy steps needs held-out examples: pass --val_size" in line
+
+
+def test_lora_target_that_matches_no_module_is_one_line(capsys, base_argv):
+    line = _one_line_error(capsys, [*base_argv, "--stage", "sft", "--dataset", "devops_qa", "--template", "chatml",
+                                    "--finetuning_type", "lora", "--lora_target", "W_pack"])
+    assert line.startswith("harness train: error: --lora_target W_pack:") and "W_pack" in line
+
+
+def test_several_datasets_are_concatenated_in_order(tiny_model, tmp_path, hf_cache):
+    from training import registry
+    from training.workflow import build_dataset
+
+    args = parse_train_args(["--stage", "sft", "--model_name_or_path", str(tiny_model), "--dataset", "devops_qa,devops_qa",
+                             "--dataset_dir", str(EXAMPLES), "--template", "default", "--output_dir", str(tmp_path),
+                             "--cache_dir", str(hf_cache), "--max_samples", "3"])
+    specs = registry.resolve(EXAMPLES, ["devops_qa", "devops_qa"], "sft")
+    dataset = build_dataset(args, specs, _tokenizer(tiny_model), get_template("default"))
+    assert len(dataset) == 6 and dataset[0]["input_ids"] == dataset[3]["input_ids"]
 
 
 def test_non_empty_output_dir_without_checkpoint_is_refused(capsys, base_argv, tmp_path):
@@ -350,6 +381,14 @@ def test_pt_logs_train_and_held_out_loss_plot_and_tensorboard(pt_full):
     assert sorted(p.name for p in pt_full.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
 
+def test_run_record_holds_arguments_data_hashes_and_versions(pt_full):
+    record = json.loads((pt_full / "harness_train.json").read_text())
+    assert record["finetuning"]["stage"] == "pt" and record["data"]["max_source_length"] == 32
+    assert record["data"]["files"] == {"devops_corpus": {str(EXAMPLES / "devops_corpus.jsonl"): "d7ab6f70d7e6e28a998d1c3e70c3ee1d99ce6dc3"}}
+    assert record["training"]["eval_strategy"] == "steps" and record["training"]["warmup_steps"] == 0.05
+    assert record["harness"]["version"] and record["software"]["transformers"]
+
+
 def test_pt_changes_the_weights(pt_full, tiny_model):
     from transformers import AutoModelForCausalLM
 
@@ -374,12 +413,19 @@ def test_resuming_picks_up_the_last_checkpoint(tiny_model, tmp_path, hf_cache):
     assert [h["step"] for h in _log_history(out) if "loss" in h] == [1, 2, 3]
 
 
+def test_overwrite_output_dir_starts_afresh_without_old_checkpoints(tiny_model, tmp_path, hf_cache):
+    out = _train(tiny_model, tmp_path / "out", hf_cache, "--max_steps", "3", "--save_steps", "3", finetuning="full")
+    _train(tiny_model, out, hf_cache, "--max_steps", "2", "--save_steps", "2", "--overwrite_output_dir", finetuning="full")
+    assert [h["step"] for h in _log_history(out) if "loss" in h] == [1, 2]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+
+
 @pytest.fixture(scope="module")
 def sft_lora(tiny_model, tmp_path_factory, hf_cache, data_dir):
     """sft with LoRA and chatml, scored on the DevOps task at each save (two saves)."""
     out = tmp_path_factory.mktemp("sft") / "out"
     return _train(
-        tiny_model, out, hf_cache, "--save_steps", "2", "--lora_rank", "4",
+        tiny_model, out, hf_cache, "--save_steps", "2", "--lora_rank", "4", "--report_to", "tensorboard",
         "--eval_devops_shots", "0,5", "--eval_devops_limit", "1", "--eval_devops_data_dir", str(data_dir),
     )
 
@@ -427,6 +473,12 @@ def test_devops_scores_at_each_save_become_run_records_and_scalars(sft_lora, dat
             assert results["task"]["data_source"]["dir"] == str(data_dir.resolve())
     logged = [h for h in _log_history(sft_lora) if "eval_devops_0shot_accuracy" in h]
     assert [h["step"] for h in logged] == [2, 4] and all("eval_devops_5shot_accuracy" in h for h in logged)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = {p.parent for p in (sft_lora / "runs").rglob("events.out.tfevents.*")}
+    scalars = EventAccumulator(str(events)).Reload().Scalars("eval/devops_0shot_accuracy")
+    assert [e.step for e in scalars] == [2, 4]
+    assert [e.value for e in scalars] == pytest.approx([h["eval_devops_0shot_accuracy"] for h in logged])
 
 
 def test_merge_writes_a_plain_model_with_the_adapters_logits(sft_lora, tiny_model, tmp_path, data_dir):

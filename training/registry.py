@@ -101,12 +101,17 @@ def verify_sha1(spec: DatasetSpec) -> None:
         return
     if len(spec.files) != 1:
         raise DatasetError(f"dataset {spec.name!r}: file_sha1 needs a single file, its file_name is a folder of {len(spec.files)}")
-    actual = hashlib.sha1(spec.files[0].read_bytes()).hexdigest()
+    actual = file_sha1(spec.files[0])
     if actual != spec.sha1:
         raise DatasetError(
             f"dataset {spec.name!r}: {spec.files[0]} has sha1 {actual}, the registry says {spec.sha1}; "
             "restore the file or update file_sha1"
         )
+
+
+def file_sha1(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()  # in chunks: corpora can be large
 
 
 def load(spec: DatasetSpec, stage: str, cache_dir: str | None = None, max_samples: int | None = None):

@@ -25,6 +25,7 @@ from training.plot import plot_loss
 from training.preprocess import IGNORE_INDEX, check_tokenizer, pretrain_blocks, supervised_examples
 
 log = logging.getLogger("harness.training")
+RUN_RECORD = "harness_train.json"
 
 
 def train(args: TrainArgs, devops_eval: DevOpsEval | None = None) -> Path:
@@ -35,6 +36,7 @@ def train(args: TrainArgs, devops_eval: DevOpsEval | None = None) -> Path:
     is_main = t.process_index == 0
     if not torch.cuda.is_available():
         t.dataloader_pin_memory = False  # pinned memory only speeds up copies to an accelerator
+    specs = registry.resolve(d.dataset_dir, [n.strip() for n in d.dataset.split(",") if n.strip()], f.stage)
     output = Path(t.output_dir)
     resume = resume_point(output, t.resume_from_checkpoint, f.overwrite_output_dir, is_main)
 
@@ -42,12 +44,13 @@ def train(args: TrainArgs, devops_eval: DevOpsEval | None = None) -> Path:
     template = get_template(d.template) if f.stage == "sft" else None
     check_tokenizer(tokenizer, template, m.model_name_or_path)
     with t.main_process_first(desc="preprocessing"):  # the others then read its datasets cache
-        dataset = build_dataset(args, tokenizer, template)
+        dataset = build_dataset(args, specs, tokenizer, template)
     train_set, eval_set = split(dataset, d.val_size, t.seed)
     if t.eval_strategy != "no" and eval_set is None:
         strategy = getattr(t.eval_strategy, "value", t.eval_strategy)
         raise TrainingError(f"--eval_strategy {strategy} needs held-out examples: pass --val_size (e.g. 0.01)")
     if is_main:
+        write_run_record(args, output, {s.name: {str(p): registry.file_sha1(p) for p in s.files} for s in specs})
         log.info("%s: %d training examples, %d held out", f.stage, len(train_set), len(eval_set) if eval_set else 0)
         log.info("first example: %s", describe_example(train_set[0], tokenizer))
 
@@ -81,6 +84,39 @@ def train(args: TrainArgs, devops_eval: DevOpsEval | None = None) -> Path:
     if scorer is not None:
         scorer.score(trainer.model, trainer.state.global_step, str(output), is_main)
     return output
+
+
+def write_run_record(args: TrainArgs, output: Path, files: dict) -> Path:
+    """`OUT/harness_train.json`: every argument, each data file's sha1, and the software that ran."""
+    import dataclasses
+    import json
+    import platform
+
+    import transformers
+
+    from harness import __version__
+    from harness.evaluate import _git_state
+    from harness.records import write_json_atomic
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    for name in ("peft", "datasets", "accelerate", "deepspeed"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    record = {
+        "harness": {"version": __version__, **_git_state()},
+        "model": dataclasses.asdict(args.model),
+        "data": {**dataclasses.asdict(args.data), "files": files},
+        "finetuning": dataclasses.asdict(args.finetuning),
+        "devops_eval": dataclasses.asdict(args.devops_eval),
+        "training": args.training.to_dict(),
+        "world_size": args.training.world_size,
+        "software": versions,
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(output / RUN_RECORD, record)
+    return output / RUN_RECORD
 
 
 def resume_point(output: Path, resume_from: str | None, overwrite: bool, is_main: bool) -> str | None:
@@ -122,15 +158,14 @@ def load_tokenizer(args: TrainArgs):
     return tokenizer
 
 
-def build_dataset(args: TrainArgs, tokenizer, template):
-    """The named datasets as token ids for the stage, concatenated in the order given."""
+def build_dataset(args: TrainArgs, specs: list, tokenizer, template):
+    """The registered datasets `specs` as token ids for the stage, concatenated in the order given."""
     from datasets import concatenate_datasets
 
     d, stage = args.data, args.finetuning.stage
-    names = [n.strip() for n in d.dataset.split(",") if n.strip()]
     map_kwargs = {"num_proc": d.preprocessing_num_workers, "load_from_cache_file": not d.overwrite_cache}
     parts = []
-    for spec in registry.resolve(d.dataset_dir, names, stage):
+    for spec in specs:
         rows, columns = registry.load(spec, stage, args.model.cache_dir, d.max_samples)
         if stage == "pt":
             parts.append(pretrain_blocks(rows, columns, tokenizer, d.max_source_length, **map_kwargs))
