@@ -168,7 +168,7 @@ def _section(key: tuple, runs: list[RunFacts], refs: tuple[Reference, ...], patt
         rows = list(rows.values())
         _disambiguate([r for r in rows if r.source == MEASURED])
         for row in rows:
-            row.highlight = any(p.search(row.label) or p.search(row.model) for p in patterns)
+            row.highlight = any(p.search(row.label) for p in patterns)  # the name as shown
         built.append(Table(kind, chat, sorted(rows, key=Row.rank_key)))
     labelled = [(_run_label(row, run), run) for t in built for row in t.rows for run in row.runs]
     labelled.sort(key=lambda lr: (lr[1].setting.chat or "", lr[1].setting.shots, -lr[1].micro.accuracy, lr[0]))

@@ -33,7 +33,8 @@ def register(sub) -> None:
         "--highlight",
         action="append",
         metavar="PATTERN",
-        help="bold the rows whose model name matches this regular expression (case-insensitive), as the card bolds DevOps-Model; repeatable",
+        help="bold the rows whose model name, as shown, matches this regular expression (case-insensitive), "
+        "as the card bolds DevOps-Model; repeatable",
     )
     p.set_defaults(func=run)
 
@@ -47,6 +48,8 @@ def run(args) -> int:
 
     readme = checked_target(args.readme, "--readme") if args.readme else None
     output = checked_target(args.output) if args.output else None
+    if readme and not output and args.format != "md":
+        raise HarnessError(f"--format {args.format} is for --output or stdout; the --readme block is always Markdown")
     if readme and output and readme.resolve() == output.resolve():
         raise HarnessError("--readme and --output name the same file; give one of them")
     document = read_document(readme) if readme else None  # a README we cannot rewrite fails first
