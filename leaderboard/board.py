@@ -5,9 +5,14 @@
   ranked in one table; each section says what it used.
 - In a section, a *table* per kind of prompt: Base (plain prompt) and Chat (one ChatML user turn;
   the tokenizer's own chat template is a table of its own), as in the model card.
-- A *row* is one model; its cells are zero-shot and five-shot accuracy, and the Int4 cells the
-  same for a 4-bit quantized checkpoint of it. Reported rows (the model card's numbers) sit in
-  the sections whose protocol, version and question set are the card's, labelled as reported.
+- A *row* is one model; its cells are zero-shot and five-shot accuracy. Reported rows (the model
+  card's numbers) sit in the sections whose protocol, version and question set are the card's,
+  labelled as reported.
+- The Int4 cells (the card's third column) hold runs whose record says `model.quantization.bits`
+  is 4. Such a run fills the Int4 cells of the row of the model it was made from when its
+  quantization record names it (`"source"`: that model's name as given to `harness eval`) and
+  that row is in the same table; otherwise it is a row of its own with only Int4 cells. The Int4
+  columns appear in a table only when it has such a run.
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ class Section:
     normalize: str
     data: str | None  # None: a section of reported rows only
     data_label: str
-    questions: int | None
+    questions: int
     tables: list[Table]
     runs: list[tuple[str, RunFacts]]  # (label, run) for the per-subject table, ranked
     reported: bool
@@ -146,41 +151,69 @@ def _section(key: tuple, runs: list[RunFacts], refs: tuple[Reference, ...], patt
     protocol, version, subjects, limit, normalize, data = key
     _refuse_duplicates(runs)
     wanted = [r for r in refs if _reference_key(r) == key[:5]]
-    tables: dict[tuple[str, str | None], dict] = {}
-    if wanted:
-        tables[("Base", None)] = {}
-        tables.update({("Chat", r.chat): {} for r in wanted if r.kind == "Chat"})
+    # Rows by table, (kind, chat format); a section with reported rows always shows their tables.
+    tables: dict[tuple[str, str | None], list[Row]] = {("Base", None): []} if wanted else {}
     for ref in wanted:
-        tables.setdefault((ref.kind, ref.chat), {})[("reported", ref.name)] = _reported_row(ref)
-    plain = [r for r in runs if r.model.bits != 4]
-    int4 = [r for r in runs if r.model.bits == 4]
-    for run in plain + int4:
-        rows = tables.setdefault(("Chat" if run.chat else "Base", run.setting.chat), {})
-        source = run.model.quant.get("source") if run.model.bits == 4 else None
-        row = _measured_row_of(rows, source, run) if source else None
-        if row is None:
-            row = rows.setdefault(("measured", run.model), Row(_measured_label(run.model), run.model.name, MEASURED, run.parameters))
-        row.runs.append(run)
-        if run.setting.shots in CARD_SHOTS:
-            row.cells[(run.model.bits == 4, run.setting.shots)] = Cell.measured(run)
-    built = []
-    for (kind, chat), rows in sorted(tables.items(), key=lambda kv: (kv[0][0] != "Base", kv[0][1] or "")):
-        rows = list(rows.values())
-        _disambiguate([r for r in rows if r.source == MEASURED])
-        for row in rows:
-            row.highlight = any(p.search(row.label) for p in patterns)  # the name as shown
-        built.append(Table(kind, chat, sorted(rows, key=Row.rank_key)))
+        tables.setdefault((ref.kind, ref.chat), []).append(_reported_row(ref))
+    for run in sorted(runs, key=lambda r: r.model.bits == 4):  # 4-bit runs last: they join their source's row
+        _place(tables.setdefault(("Chat" if run.chat else "Base", run.setting.chat), []), run)
+    built = [_table(kind, chat, rows, patterns) for (kind, chat), rows in sorted(tables.items(), key=_table_order)]
     labelled = [(_run_label(row, run), run) for t in built for row in t.rows for run in row.runs]
     labelled.sort(key=lambda lr: (lr[1].setting.chat or "", lr[1].setting.shots, -lr[1].micro.accuracy, lr[0]))
     sample = runs[0] if runs else None
     return Section(
         protocol, version, subjects, limit, normalize, data,
         data_label=_data_label(sample) if sample else "as published by the model card",
-        questions=sample.micro.n if sample else None,
+        questions=sample.micro.n if sample else _card_questions(),
         tables=built,
         runs=labelled,
         reported=bool(wanted),
     )
+
+
+def _card_questions() -> int:
+    from tasks import all_subjects
+
+    return sum(s.count for s in all_subjects())
+
+
+def _table_order(item) -> tuple:
+    (kind, chat), _ = item
+    return (kind != "Base", chat or "")
+
+
+def _place(rows: list[Row], run: RunFacts) -> None:
+    """Put a measured run in its model's row: a 4-bit run in the Int4 cells of the row of the
+    model it was made from (its quantization record's `source`), if that row has the cell free."""
+    int4 = run.model.bits == 4
+    slot = (int4, run.setting.shots)
+    row = _source_row(rows, run.model.quant.get("source"), slot) if int4 else None
+    if row is None:
+        row = next((r for r in rows if r.source == MEASURED and r.runs[0].model == run.model), None)
+    if row is None:
+        row = Row(_measured_label(run.model), run.model.name, MEASURED, run.parameters)
+        rows.append(row)
+    row.runs.append(run)
+    if run.setting.shots in CARD_SHOTS:
+        row.cells[slot] = Cell.measured(run)
+
+
+def _source_row(rows: list[Row], source, slot) -> Row | None:
+    """The row of the unquantized model named `source`, if it is in the table with `slot` free."""
+    if not source:
+        return None
+    for row in rows:
+        model = row.runs[0].model if row.source == MEASURED else None
+        if model and model.quantization is None and source in (model.name, row.runs[0].run.results["model"].get("path")):
+            return row if slot not in row.cells else None
+    return None
+
+
+def _table(kind: str, chat: str | None, rows: list[Row], patterns) -> Table:
+    _disambiguate([r for r in rows if r.source == MEASURED])
+    for row in rows:
+        row.highlight = any(p.search(row.label) for p in patterns)  # the name as shown
+    return Table(kind, chat, sorted(rows, key=Row.rank_key))
 
 
 def _reported_row(ref: Reference) -> Row:
@@ -188,14 +221,6 @@ def _reported_row(ref: Reference) -> Row:
     for shots in CARD_SHOTS:
         row.cells[(False, shots)] = Cell(ref.score(shots))
     return row
-
-
-def _measured_row_of(rows: dict, source: str, run: RunFacts) -> Row | None:
-    """The row of the unquantized model a 4-bit checkpoint was made from, if it is in the table."""
-    for (origin, model), row in rows.items():
-        if origin == "measured" and model.bits is None and model.quantization is None and model.name == source:
-            return row
-    return None
 
 
 def _refuse_duplicates(runs: list[RunFacts]) -> None:

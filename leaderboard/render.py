@@ -42,8 +42,7 @@ def render_markdown(board: Board, base: Path, chart: str | None = None) -> str:
 
 
 def _section_title(s: Section) -> Raw:
-    n = f"{s.questions} questions" if s.questions is not None else "574 questions"
-    return Raw(f"Protocol {md_code(s.protocol)} v{md_escape(s.version)} · {n} · data: {md_escape(s.data_label)}")
+    return Raw(f"Protocol {md_code(s.protocol)} v{md_escape(s.version)} · {s.questions} questions · data: {md_escape(s.data_label)}")
 
 
 def _section_caption(s: Section) -> Raw:
@@ -135,7 +134,7 @@ def render_csv(board: Board, base: Path) -> str:
         run = cell.run
         line = {
             "section": i, "protocol": section.protocol, "protocol_version": section.version,
-            "questions": section.questions if section.questions is not None else "",
+            "questions": section.questions,
             "data": section.data or "", "data_label": section.data_label,
             "kind": table.kind, "chat": table.chat or "", "model": row.model, "label": row.label,
             "source": row.source, "shots": shots, "int4": int(int4), "accuracy": f"{cell.percent:.2f}",
@@ -265,7 +264,7 @@ def _panel(ax, section: Section, table: Table) -> None:
     ax.axvline(25, color="#999999", linewidth=0.6, linestyle=":")  # chance with four options
     ax.set_xlabel("accuracy (%)", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
-    title = f"{table.kind} · {section.protocol} v{section.version} · {section.questions or 574} questions"
+    title = f"{table.kind} · {section.protocol} v{section.version} · {section.questions} questions"
     if table.chat and table.chat != "chatml":
         title += f" · {CHAT_TEMPLATES.get(table.chat, table.chat)}"
     ax.set_title(_plain(title), fontsize=9)

@@ -28,9 +28,9 @@ def _eval(model, out, data_dir, *extra):
 
 @pytest.fixture(scope="module")
 def runs(tiny_model_factory, data_dir, tmp_path_factory):
-    """runs/alpha/shots-{0,5}, runs/beta/shots-{0,5}, runs/alpha-chat (5-shot), runs/alpha-int4
-    (5-shot, a checkpoint whose quantization marker says 4 bits, made from alpha), runs/evil
-    (cmmlu protocol, --limit 2: a section of its own)."""
+    """runs/alpha/shots-{0,5}, runs/beta/shots-{0,5}, runs/alpha-chat (0-shot), runs/alpha-int4
+    (0-shot, a checkpoint whose quantization marker says 4 bits, made from alpha), runs/evil
+    (cmmlu protocol, --limit 2: a section of its own). Zero-shot where five is not needed: faster."""
     root = tmp_path_factory.mktemp("leaderboard")
     models = root / "models"
     models.mkdir()
@@ -45,8 +45,8 @@ def runs(tiny_model_factory, data_dir, tmp_path_factory):
     runs = root / "runs"
     _eval(alpha, runs / "alpha", data_dir, "--shots", "0", "--shots", "5")
     _eval(beta, runs / "beta", data_dir, "--shots", "0", "--shots", "5")
-    _eval(alpha, runs / "alpha-chat", data_dir, "--shots", "5", "--chat")
-    _eval(int4, runs / "alpha-int4", data_dir, "--shots", "5")
+    _eval(alpha, runs / "alpha-chat", data_dir, "--shots", "0", "--chat")
+    _eval(int4, runs / "alpha-int4", data_dir, "--shots", "0")
     _eval(evil, runs / "evil", data_dir, "--shots", "0", "--protocol", "cmmlu", "--limit", "2")
     return runs
 
@@ -113,8 +113,8 @@ def test_measured_rows_carry_their_interval_and_are_labelled(readme, runs):
 def test_a_chat_run_is_a_row_of_the_chat_table(readme, runs):
     chat = _table(readme.read_text(encoding="utf-8"), "Chat 模型")
     row = next(_cells(line) for line in chat if "alpha" in line)
-    assert row[0] == "**alpha**" and row[1] == "–"
-    assert row[2] == f"**{_measured(runs / 'alpha-chat').replace(' [', '** [')}"
+    assert row[0] == "**alpha**" and row[2] == "–"
+    assert row[1] == f"**{_measured(runs / 'alpha-chat').replace(' [', '** [')}"
 
 
 def test_rows_are_sorted_by_size_group_then_score(readme):
@@ -134,7 +134,7 @@ def test_int4_columns_hold_the_4bit_run_of_the_model_it_was_made_from(readme, ru
     base = _table(readme.read_text(encoding="utf-8"), "Base 模型")
     assert _cells(base[0]) == ["Base 模型", "Zero-shot 得分", "Five-shot 得分", "Int4 Zero-shot", "Int4 Five-shot", "Source"]
     alpha = next(_cells(line) for line in base if "alpha" in line)
-    assert alpha[4] == f"**{_measured(runs / 'alpha-int4').replace(' [', '** [')}" and alpha[3] == "–"
+    assert alpha[3] == f"**{_measured(runs / 'alpha-int4').replace(' [', '** [')}" and alpha[4] == "–"
     qwen = next(_cells(line) for line in base if "Qwen-7B-Base" in line)
     assert qwen[3:5] == ["–", "–"]
     chat = _table(readme.read_text(encoding="utf-8"), "Chat 模型")
