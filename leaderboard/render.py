@@ -195,7 +195,8 @@ def _row_json(row: Row, base: Path) -> dict:
         return d
 
     return {
-        "label": row.label, "model": row.model, "source": row.source, "parameters": row.parameters,
+        "label": row.label, "model": row.model, "source": row.source,
+        "parameters": int(row.parameters) if row.parameters is not None else None,
         "highlight": row.highlight,
         "zero_shot": cell(row.cell(0)), "five_shot": cell(row.cell(5)),
         "int4_zero_shot": cell(row.cell(0, True)), "int4_five_shot": cell(row.cell(5, True)),

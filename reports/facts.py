@@ -109,6 +109,11 @@ class RunFacts:
 
 def read_facts(path: str | Path) -> RunFacts:
     """`load_run` plus the checks and typing of `facts`."""
+    path = Path(path)
+    if path.is_dir() and not (path / "results.json").exists():
+        inner = sorted(p.name for p in path.iterdir() if (p / "results.json").is_file())
+        if inner:  # `harness eval --shots 0 --shots 5 --output DIR` makes DIR/shots-0, DIR/shots-5
+            raise RunError(f"{path} holds runs ({', '.join(inner)}), it is not one; pass one of them")
     return facts(load_run(path))
 
 

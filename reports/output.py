@@ -49,7 +49,12 @@ def write_atomic(path: Path, data: bytes) -> bool:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise HarnessError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise HarnessError(f"cannot write {path}: {e.strerror}") from None
     try:
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
@@ -57,6 +62,9 @@ def write_atomic(path: Path, data: bytes) -> bool:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise HarnessError(f"cannot write {path}: {e.strerror}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -70,14 +78,12 @@ def _umask() -> int:
 
 
 def pyplot():
-    """matplotlib's pyplot on the headless Agg backend, with settings that make PNGs reproducible."""
+    """matplotlib's pyplot on the headless Agg backend (no display needed, same pixels everywhere)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams["svg.hashsalt"] = "devops-eval"
-    plt.rcParams["path.simplify"] = True
     return plt
 
 

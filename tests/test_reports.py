@@ -228,6 +228,11 @@ def test_report_on_a_directory_that_is_not_a_run(tmp_path, capsys):
     _one_line_error(capsys, main(["report", str(tmp_path)]), "is not a finished run: no results.json")
 
 
+def test_report_on_a_directory_holding_runs_names_them(runs, tmp_path, capsys):
+    shutil.copytree(runs["a"], tmp_path / "shots-5")
+    _one_line_error(capsys, main(["report", str(tmp_path)]), "holds runs (shots-5)", "pass one of them")
+
+
 def test_report_on_a_corrupt_results_json(runs, tmp_path, capsys):
     bad = tmp_path / "bad"
     shutil.copytree(runs["a"], bad)
