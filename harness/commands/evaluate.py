@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from harness.commands.args import (
@@ -32,6 +33,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from dataclasses import replace
+
     from harness.evaluate import EvalSettings, evaluate
     from harness.models import load_model
     from harness.prompts import PromptFormat
@@ -47,7 +50,11 @@ def run(args) -> int:
     if args.batch_size < 1 or args.max_batch_tokens < 1:
         raise HarnessError("--batch-size and --max-batch-tokens must be at least 1")
     data, data_info = load_data(args)
-    loaded = load_model(model_spec(args), cache_dir())
+    workers = workers_from_env()
+    spec = model_spec(args)
+    if workers.world_size > 1 and spec.device == "auto" and spec.device_map is None:
+        spec = replace(spec, device=local_device())
+    loaded = load_model(spec, cache_dir())
     for shots in shots_list:
         out = output_dir(args, shots, multi=len(shots_list) > 1)
         settings = EvalSettings(
@@ -58,9 +65,32 @@ def run(args) -> int:
             prefix_cache=not args.no_prefix_cache,
             seed=args.seed,
         )
-        results = evaluate(loaded, data, settings, out, data_info=data_info, progress=not args.no_progress)
-        print(format_summary(out, results))
+        results = evaluate(
+            loaded, data, settings, out, data_info=data_info, workers=workers, progress=not args.no_progress
+        )
+        if results is not None:
+            print(format_summary(out, results))
     return 0
+
+
+def workers_from_env():
+    """Data-parallel workers as torchrun / accelerate launch describe them (WORLD_SIZE, RANK)."""
+    import torch
+
+    from harness.evaluate import Workers
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Workers()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Workers(rank=torch.distributed.get_rank(), world_size=world_size)
+
+
+def local_device() -> str:
+    import torch
+
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
 
 
 def output_dir(args, shots: int, multi: bool) -> Path:
