@@ -394,7 +394,9 @@ def test_the_summary_is_appended_to_the_github_step_summary(runs, tmp_path, monk
 
 def test_an_unwritable_output_leaves_no_other_output_behind(runs, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
-    assert _gate(runs / "baseline", runs / "rerun", "--junit", tmp_path / "gate.xml", "--report", tmp_path / "taken") == 2
+    # The JSON verdict is written last: the report's and JUnit's temporary files must go too.
+    outputs = ("--report", tmp_path / "gate.md", "--junit", tmp_path / "gate.xml", "--json", tmp_path / "taken")
+    assert _gate(runs / "baseline", runs / "rerun", *outputs) == 2
     assert "cannot write " in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
