@@ -6,6 +6,7 @@ summary is written atomically at the end, so a failed run never replaces a good 
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import subprocess
@@ -25,15 +26,16 @@ from harness.models import LoadedModel
 from harness.prompts import PromptFormat, subject_prompts
 from harness.records import (
     RESULTS,
-    SAMPLES,
     SCHEMA,
     SETTINGS,
     Sample,
-    SampleLog,
+    rank_sample_log,
+    read_all_samples,
     summarize,
     write_json_atomic,
+    write_samples,
 )
-from harness.scoring import Encoded, LetterScorer, encode_prompts, plan_batches
+from harness.scoring import Batch, Encoded, LetterScorer, encode_prompts, plan_batches
 from tasks import GROUP, SubjectData
 
 
@@ -112,8 +114,6 @@ def _open_run_dir(out_dir: Path, settings_record: dict) -> bool:
     """Create the run directory or check that it holds the same run; True if newly created."""
     settings_file = out_dir / SETTINGS
     if settings_file.is_file():
-        import json
-
         try:
             old = json.loads(settings_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
@@ -134,6 +134,34 @@ def _open_run_dir(out_dir: Path, settings_record: dict) -> bool:
     return created
 
 
+@dataclass(frozen=True)
+class Workers:
+    """This process's place among data-parallel evaluation processes (torchrun, accelerate launch)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+
+def assign(batches: list[Batch], cost, workers: Workers) -> list[Batch]:
+    """This worker's share: batches dealt largest first to the least-loaded worker (by tokens)."""
+    load = [0] * workers.world_size
+    mine = []
+    for batch in sorted(batches, key=lambda b: (-cost(b), b.group, b.items)):
+        rank = min(range(workers.world_size), key=lambda r: (load[r], r))
+        load[rank] += cost(batch)
+        if rank == workers.rank:
+            mine.append(batch)
+    return sorted(mine, key=batches.index)  # back in plan order: one prefix cache per subject
+
+
 def evaluate(
     loaded: LoadedModel,
     data: list[SubjectData],
@@ -141,9 +169,14 @@ def evaluate(
     out_dir: Path,
     *,
     data_info: dict,
+    workers: Workers = Workers(),
     progress: bool = True,
-) -> dict:
-    """Score every question (resuming a partial run in `out_dir`) and write its run record."""
+) -> dict | None:
+    """Score every question (resuming a partial run in `out_dir`) and write its run record.
+
+    With several workers, each scores its share and the main worker writes the record (and
+    returns it; the others return None).
+    """
     started_at = _now()
     t0 = time.perf_counter()
     torch.manual_seed(settings.seed)
@@ -151,14 +184,19 @@ def evaluate(
     prepare_seconds = time.perf_counter() - t0
     record = run_settings(loaded, data, settings, data_info)
     out_dir = Path(out_dir)
-    created = _open_run_dir(out_dir, record)
-    log = SampleLog(out_dir / SAMPLES)
-    log.repair()
-    done = log.load()
-    wanted = {(key, q.id): q for key, qs in zip(prepared.subject_keys, prepared.questions) for q in qs}
-    stray = [k for k in done if k not in wanted]
+    created = _open_run_dir(out_dir, record) if workers.is_main else False
+    workers.barrier()
+    if not workers.is_main:
+        _open_run_dir(out_dir, record)
+    own_log = rank_sample_log(out_dir, workers.rank, workers.world_size)
+    own_log.repair()
+    done = read_all_samples(out_dir)
+    workers.barrier()  # every worker has read what is done before anyone appends
+    keys = [[(key, q.id) for q in qs] for key, qs in zip(prepared.subject_keys, prepared.questions)]
+    wanted = [k for group in keys for k in group]
+    stray = sorted(set(done) - set(wanted))
     if stray:
-        raise RunError(f"{log.path} holds question {stray[0]} that this run does not score; choose another --output")
+        raise RunError(f"{out_dir} holds question {stray[0]} that this run does not score; choose another --output")
     resumed = len(done)
 
     plan = plan_batches(
@@ -167,41 +205,48 @@ def evaluate(
         max_batch_tokens=settings.max_batch_tokens,
         prefix_cache=settings.prefix_cache,
     )
+    pending = [b for b in plan if not all(keys[b.group][i] in done for i in b.items)]
+
+    def cost(b: Batch) -> int:
+        return sum(len(prepared.encoded[b.group][i].input_ids) - b.prefix_len for i in b.items)
+
+    mine = assign(pending, cost, workers)
     scorer = LetterScorer(loaded.model, pad_id=_pad_id(loaded.tokenizer))
     t1 = time.perf_counter()
-    computed_tokens = 0
     try:
         with tqdm(
-            total=prepared.n,
-            initial=resumed,
+            total=sum(len(b.items) for b in mine),
             unit="q",
             desc=f"{loaded.info['name']} {settings.fmt.protocol.name} {settings.fmt.shots}-shot",
             file=sys.stderr,
-            disable=not progress,
+            disable=not progress or not workers.is_main,
             dynamic_ncols=True,
         ) as bar:
-            for batch in plan:
-                keys = [(prepared.subject_keys[batch.group], prepared.questions[batch.group][i].id) for i in batch.items]
-                if all(k in done for k in keys):
-                    continue
+            for batch in mine:
                 logits = scorer.score(batch, prepared.encoded[batch.group])
                 new = []
-                for key, i, row in zip(keys, batch.items, logits):
+                for i, row in zip(batch.items, logits):
+                    key = keys[batch.group][i]
                     if key not in done:
-                        q = prepared.questions[batch.group][i]
-                        new.append(Sample.scored(key[0], q.id, q.answer, row))
-                log.append(new)
+                        new.append(Sample.scored(key[0], key[1], prepared.questions[batch.group][i].answer, row))
+                own_log.append(new)
                 done.update((s.key, s) for s in new)
-                computed_tokens += sum(len(prepared.encoded[batch.group][i].input_ids) - batch.prefix_len for i in batch.items)
-                bar.update(len(new))
+                bar.update(len(batch.items))
     except BaseException:
-        if created and not done:
+        if created and not done and workers.world_size == 1:
             shutil.rmtree(out_dir, ignore_errors=True)  # leave nothing half-written behind
         raise
     score_seconds = time.perf_counter() - t1
+    workers.barrier()
+    if not workers.is_main:
+        return None
 
+    done = read_all_samples(out_dir)
+    missing = [k for k in wanted if k not in done]
+    if missing:
+        raise RunError(f"{out_dir}: question {missing[0]} was not scored by any worker; run again to resume")
     samples = [done[k] for k in wanted]
-    scored_now = prepared.n - resumed
+    write_samples(out_dir, samples)
     results = {
         "schema": SCHEMA,
         "harness": {"version": __version__, **_git_state()},
@@ -218,6 +263,7 @@ def evaluate(
         "task": {**record["task"], "data_source": {k: v for k, v in data_info.items() if k != "normalize"}},
         "runtime": {
             "device": loaded.info["device"],
+            "world_size": workers.world_size,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "python": platform.python_version(),
@@ -233,10 +279,12 @@ def evaluate(
                 "load_seconds": round(loaded.load_seconds, 3),
                 "prepare_seconds": round(prepare_seconds, 3),
                 "score_seconds": round(score_seconds, 3),
-                "scored_questions": scored_now,
-                "questions_per_second": round(scored_now / score_seconds, 3) if scored_now and score_seconds else None,
+                "scored_questions": prepared.n - resumed,
+                "questions_per_second": round((prepared.n - resumed) / score_seconds, 3)
+                if prepared.n > resumed and score_seconds
+                else None,
                 "prompt_tokens": sum(len(e.input_ids) for enc in prepared.encoded for e in enc),
-                "computed_tokens": computed_tokens,
+                "computed_tokens": sum(cost(b) for b in pending),
             },
         },
         **summarize(samples, prepared.subject_keys),

@@ -30,6 +30,7 @@ class ModelSpec:
     gguf_file: str | None = None
     trust_remote_code: bool = False
     tokenizer: str | None = None
+    device_map: str | None = None  # "auto": accelerate places the layers over the available GPUs
 
 
 @dataclass
@@ -107,15 +108,19 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     device = resolve_device(spec.device)
     tokenizer = _load_tokenizer(spec, src)
     common = _hub_kwargs(spec, src)
+    placement = {"device_map": spec.device_map} if spec.device_map else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(src.path, dtype=dtype, gguf_file=src.gguf_file, **common)
+        model = AutoModelForCausalLM.from_pretrained(
+            src.path, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
+        )
     except Exception as e:
         raise ModelError(f"cannot load model {spec.model}: {_reason(e)}") from None
     if src.gguf_file:
         _drop_gguf_quantizer(model)
     if src.adapter:
         model = _with_adapter(model, src.adapter)
-    model.to(device)
+    if not spec.device_map:
+        model.to(device)
     model.eval()
     info = {
         "name": spec.model,
@@ -130,7 +135,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         "parameters": sum(p.numel() for p in model.parameters()),
         "quantization": quantization_info(model, src),
         "trust_remote_code": spec.trust_remote_code,
-        "device": device,
+        "device": device if not spec.device_map else f"device_map={spec.device_map}",
     }
     return LoadedModel(model, tokenizer, info, time.perf_counter() - start)
 

@@ -25,6 +25,8 @@ SCHEMA = "devops-eval/run/1"
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
 SETTINGS = "settings.json"
+# Each data-parallel worker appends to its own file; the finished run merges them into SAMPLES.
+RANK_SAMPLES = "samples.rank{rank}.jsonl"
 LETTERS = ("A", "B", "C", "D")
 
 
@@ -91,15 +93,42 @@ class SampleLog:
             os.fsync(f.fileno())
 
 
+def rank_sample_log(run_dir: Path, rank: int, world_size: int) -> SampleLog:
+    """The file this worker appends to: SAMPLES for a single process, its own file otherwise."""
+    name = SAMPLES if world_size == 1 else RANK_SAMPLES.format(rank=rank)
+    return SampleLog(Path(run_dir) / name)
+
+
+def read_all_samples(run_dir: Path) -> dict[tuple[str, int], Sample]:
+    """Every scored question in a run directory, whichever worker (of any earlier run) wrote it."""
+    run_dir = Path(run_dir)
+    done: dict[tuple[str, int], Sample] = {}
+    for path in [run_dir / SAMPLES, *sorted(run_dir.glob(RANK_SAMPLES.format(rank="*")))]:
+        done.update(SampleLog(path).load())
+    return done
+
+
+def write_samples(run_dir: Path, samples: list[Sample]) -> None:
+    """Replace the run's sample files by one SAMPLES in the given (canonical) order, atomically."""
+    run_dir = Path(run_dir)
+    text = "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in samples)
+    _write_text_atomic(run_dir / SAMPLES, text)
+    for path in run_dir.glob(RANK_SAMPLES.format(rank="*")):
+        path.unlink()
+
+
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON so that readers see the old file or the new one, never a half-written one."""
+    _write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a record is an ordinary file
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=2)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -123,7 +123,7 @@ class LetterScorer:
     def __init__(self, model, *, pad_id: int = 0):
         self.model = model
         self.pad_id = pad_id
-        self.device = next(model.parameters()).device
+        self.device = model.get_input_embeddings().weight.device  # the first layer's, under a device map
         params = _forward_params(model)
         # Fast path: the model slices positions before its LM head and takes a Cache object.
         self.fast = "logits_to_keep" in params and ("cache" in params or "past_key_values" in params)

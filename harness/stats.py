@@ -37,3 +37,14 @@ def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
     if n == 0:
         return 1.0
     return float(binomtest(min(right_to_wrong, wrong_to_right), n, 0.5).pvalue)
+
+
+def holm_adjust(p_values: list[float]) -> list[float]:
+    """Holm step-down adjusted p-values (same order): reject where adjusted p < alpha, family-wise."""
+    m = len(p_values)
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted

@@ -21,6 +21,8 @@ class Reference:
     five_shot: float
     protocol: str
     source: str
+    protocol_version: str = "1"
+    chat: str | None = None  # how a Chat row was prompted (None for Base rows)
 
     def score(self, shots: int) -> float | None:
         """The reported percentage for a shots setting (the card reports 0 and 5 only)."""
@@ -31,7 +33,13 @@ class Reference:
 def references() -> tuple[Reference, ...]:
     spec = yaml.safe_load(files("leaderboard").joinpath("references.yaml").read_text(encoding="utf-8"))
     return tuple(
-        Reference(protocol=spec["protocol"], source=spec["source"], **{**m, "size": str(m["size"])})
+        Reference(
+            protocol=spec["protocol"],
+            protocol_version=str(spec["protocol_version"]),
+            chat=spec["chat"] if m["kind"] == "Chat" else None,
+            source=spec["source"],
+            **{**m, "size": str(m["size"])},
+        )
         for m in spec["models"]
     )
 

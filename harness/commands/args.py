@@ -25,6 +25,7 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> No
     g.add_argument("--tokenizer", help="tokenizer to use instead of the model's own")
     g.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype; auto keeps the checkpoint's (default)")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    g.add_argument("--device-map", help="'auto' splits one large model over the GPUs (accelerate's big-model inference)")
     g.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own Python code (Qwen-1 needs it)")
 
 
@@ -40,6 +41,7 @@ def model_spec(args):
         gguf_file=args.gguf_file,
         trust_remote_code=args.trust_remote_code,
         tokenizer=args.tokenizer,
+        device_map=getattr(args, "device_map", None),
     )
 
 

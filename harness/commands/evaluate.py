@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from harness.commands.args import (
@@ -13,6 +14,7 @@ from harness.commands.args import (
     load_data,
     model_spec,
 )
+from harness.commands.gate import add_gate_arguments, eval_gate
 from harness.errors import HarnessError
 
 
@@ -28,10 +30,19 @@ def register(sub) -> None:
     p.add_argument("--no-prefix-cache", action="store_true", help="recompute the shared few-shot prefix for every question")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--gate-baseline",
+        metavar="RUN_DIR",
+        help="then gate the new run against this accepted run with the gate flags below, exiting 1 on a regression "
+        "(with several --shots: a directory of shots-K sub-runs, each gating the same shots)",
+    )
+    add_gate_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from dataclasses import replace
+
     from harness.evaluate import EvalSettings, evaluate
     from harness.models import load_model
     from harness.prompts import PromptFormat
@@ -46,8 +57,14 @@ def run(args) -> int:
         raise HarnessError("--limit must be at least 1")
     if args.batch_size < 1 or args.max_batch_tokens < 1:
         raise HarnessError("--batch-size and --max-batch-tokens must be at least 1")
+    gate = eval_gate(args, shots_list)  # before scoring: a bad baseline should not cost an evaluation
     data, data_info = load_data(args)
-    loaded = load_model(model_spec(args), cache_dir())
+    workers = workers_from_env()
+    spec = model_spec(args)
+    if workers.world_size > 1 and spec.device == "auto" and spec.device_map is None:
+        spec = replace(spec, device=local_device())
+    loaded = load_model(spec, cache_dir())
+    runs = {}
     for shots in shots_list:
         out = output_dir(args, shots, multi=len(shots_list) > 1)
         settings = EvalSettings(
@@ -58,9 +75,33 @@ def run(args) -> int:
             prefix_cache=not args.no_prefix_cache,
             seed=args.seed,
         )
-        results = evaluate(loaded, data, settings, out, data_info=data_info, progress=not args.no_progress)
-        print(format_summary(out, results))
-    return 0
+        results = evaluate(
+            loaded, data, settings, out, data_info=data_info, workers=workers, progress=not args.no_progress
+        )
+        if results is not None:  # the main worker's: it wrote the record
+            print(format_summary(out, results))
+            runs[shots] = out
+    return gate.judge(runs) if gate and workers.is_main else 0
+
+
+def workers_from_env():
+    """Data-parallel workers as torchrun / accelerate launch describe them (WORLD_SIZE, RANK)."""
+    import torch
+
+    from harness.evaluate import Workers
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Workers()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Workers(rank=torch.distributed.get_rank(), world_size=world_size)
+
+
+def local_device() -> str:
+    import torch
+
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
 
 
 def output_dir(args, shots: int, multi: bool) -> Path:

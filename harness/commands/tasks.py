@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from harness.commands.args import DATA_DIR_ENV
+from harness.errors import HarnessError
+
 
 def register(sub) -> None:
     p = sub.add_parser("tasks", help="the subjects and protocols")
     tsub = p.add_subparsers(dest="tasks_command", required=True, parser_class=type(p))
     t = tsub.add_parser("list", help="list subjects and protocols")
     t.set_defaults(func=list_tasks)
+    t = tsub.add_parser("export-lm-eval", help="write lm-evaluation-harness task YAMLs for the six subjects and the devops group")
+    t.add_argument("dir", help="folder for the YAMLs (then: lm_eval --include_path DIR --tasks devops)")
+    t.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV), help=f"local data the tasks read (default ${DATA_DIR_ENV})")
+    t.set_defaults(func=export_lm_eval)
 
 
 def list_tasks(args) -> int:
@@ -23,3 +33,17 @@ def list_tasks(args) -> int:
     return 0
 
 
+
+
+def export_lm_eval(args) -> int:
+    from tasks import all_subjects, get_protocol, load_local
+    from tasks.lm_eval_export import export
+
+    if not args.data_dir:
+        raise HarnessError(f"export-lm-eval needs local data: pass --data-dir or set {DATA_DIR_ENV}")
+    data_dir = Path(args.data_dir).expanduser()
+    data = load_local(data_dir, all_subjects())
+    written = export(data, get_protocol("lm-eval"), data_dir, Path(args.dir))
+    for path in written:
+        print(path)
+    return 0

@@ -1,0 +1,412 @@
+"""The CI regression gate: is a candidate run genuinely worse than a baseline on the same questions?
+
+Pure: two finished runs and thresholds in, a `Verdict` out, and its renderings (Markdown, JUnit
+XML, a JSON record). `harness/commands/gate.py` reads runs, writes files and sets the exit code.
+
+The rule. Every question is a pair (right in the baseline?, right in the candidate?). Only the
+discordant pairs carry evidence: b = right→wrong, c = wrong→right, and the drop is (b − c)/n.
+A regression is a drop larger than `max_drop` points that the exact McNemar test (two-sided
+binomial test of b among b + c at 1/2) finds significant at `alpha`. Subjects get the same rule
+with `subject_max_drop`, their p-values Holm-adjusted over the subjects, so that six small tests
+do not trip on noise more often than one would. Floors (`--min-score`, a published reference
+row) compare the candidate's score with a number; they have no paired data to test.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Sequence
+
+from harness.errors import RunError
+from harness.records import Run
+from harness.stats import holm_adjust, mcnemar_exact, wilson_interval
+
+SCHEMA = "devops-eval/gate/1"
+PASS, REGRESSION = 0, 1
+
+# Settings that must agree for a question-by-question comparison to mean anything, in the
+# order they are checked (dotted paths into results.json). Data hashes and the question set
+# are checked after these.
+COMPARED_SETTINGS = (
+    "schema",
+    "protocol.name",
+    "protocol.version",
+    "protocol.shots",
+    "protocol.chat",
+    "task.normalize",
+    "task.subjects",
+    "task.limit",
+)
+
+
+class IncompatibleRuns(RunError):
+    """Two runs that cannot be compared question by question (other protocol, shots, data...)."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What counts as a regression; points are percentage points of micro accuracy."""
+
+    max_drop: float = 1.0
+    # One point overall is ~6 of 574 questions; five points is ~10 of computer_science's 204 and
+    # one question of the 19-21-question subjects, where the Holm-adjusted test is what guards.
+    subject_max_drop: float = 5.0
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A score the candidate must reach, in points: `--min-score` or a published reference row."""
+
+    name: str  # the test case: "min-score", "min-reference Qwen-7B-Base"
+    label: str  # what the number is, in a sentence: "--min-score", "Qwen-7B-Base's reported 5-shot score"
+    points: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Baseline and candidate on the same questions (all of them, or one subject's); scores in points."""
+
+    name: str
+    n: int
+    baseline_correct: int
+    candidate_correct: int
+    right_to_wrong: int
+    wrong_to_right: int
+    p_value: float  # exact two-sided McNemar on the discordant pairs
+    p_adjusted: float  # Holm over the subjects; equal to p_value for the overall comparison
+    baseline_score: float
+    candidate_score: float
+    baseline_ci95: tuple[float, float]  # Wilson
+    candidate_ci95: tuple[float, float]
+    drop: float  # baseline − candidate; negative is a gain
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule applied to one thing (a JUnit test case): whether it failed, and why, with the numbers."""
+
+    name: str  # "overall", a subject key, "min-score", "min-reference"
+    rule: str  # "max-drop", "subject-max-drop", "floor"
+    failed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Which run a side of the comparison is."""
+
+    path: str
+    model: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's decision for one baseline/candidate pair, with everything it was decided on."""
+
+    baseline: RunInfo
+    candidate: RunInfo
+    protocol: str  # name/vVERSION
+    shots: int
+    chat: str | None
+    thresholds: Thresholds
+    overall: Comparison
+    subjects: tuple[Comparison, ...]
+    floors: tuple[Floor, ...]
+    checks: tuple[Check, ...]
+    passed: bool
+    decided_by: tuple[str, ...]
+
+    @property
+    def setting(self) -> str:
+        return f"{self.protocol}, {self.shots}-shot" + (f", chat ({self.chat})" if self.chat else "")
+
+    def worst_subjects(self, k: int = 3) -> list[Comparison]:
+        """The subjects that dropped most, worst first (gains and ties left out)."""
+        return sorted((s for s in self.subjects if s.drop > 0), key=lambda s: (-s.drop, s.p_adjusted))[:k]
+
+
+# --- comparability ---------------------------------------------------------------------------
+
+
+def _field(results: dict, dotted: str) -> Any:
+    value: Any = results
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def setting_difference(baseline: dict, candidate: dict, fields: Sequence[str] = COMPARED_SETTINGS) -> tuple[str, Any, Any] | None:
+    """The first of `fields` whose value differs between two results dicts, with both values."""
+    for field in fields:
+        a, b = _field(baseline, field), _field(candidate, field)
+        if a != b:
+            return field, a, b
+    return None
+
+
+def show_setting(value: Any) -> str:
+    """A setting's value as a message shows it (None as 'none', lists comma-joined)."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _data_hash_difference(baseline: dict, candidate: dict) -> str | None:
+    a, b = _field(baseline, "task.data") or {}, _field(candidate, "task.data") or {}
+    for subject in list(dict.fromkeys([*a, *b])):
+        sa, sb = a.get(subject) or {}, b.get(subject) or {}
+        for split in list(dict.fromkeys([*sa, *sb])):
+            ha, hb = (sa.get(split) or {}).get("sha256"), (sb.get(split) or {}).get("sha256")
+            if ha != hb:
+                return (
+                    f"they were scored on different data: the sha256 of {subject}/{split} is "
+                    f"{show_setting(ha)[:12]} in the baseline, {show_setting(hb)[:12]} in the candidate"
+                )
+    return None
+
+
+def check_comparable(baseline: Run, candidate: Run) -> None:
+    """Raise IncompatibleRuns naming the first setting, data file or question that differs."""
+    where = f"cannot compare {candidate.path} with baseline {baseline.path}"
+    diff = setting_difference(baseline.results, candidate.results)
+    if diff:
+        field, a, b = diff
+        raise IncompatibleRuns(
+            f"{where}: {field} differs ({show_setting(a)} in the baseline, {show_setting(b)} in the candidate)"
+        )
+    data = _data_hash_difference(baseline.results, candidate.results)
+    if data:
+        raise IncompatibleRuns(f"{where}: {data}")
+    base = {s.key: s for s in baseline.samples}
+    cand = {s.key: s for s in candidate.samples}
+    only_base, only_cand = sorted(base.keys() - cand.keys()), sorted(cand.keys() - base.keys())
+    if only_base or only_cand:
+        example = (only_base or only_cand)[0]
+        raise IncompatibleRuns(
+            f"{where}: the question sets differ ({len(only_base)} only in the baseline, {len(only_cand)} only "
+            f"in the candidate, e.g. {example[0]} #{example[1]})"
+        )
+    for key, s in base.items():
+        if cand[key].gold != s.gold:
+            raise IncompatibleRuns(
+                f"{where}: the gold answer of {key[0]} #{key[1]} differs ({s.gold} in the baseline, "
+                f"{cand[key].gold} in the candidate)"
+            )
+
+
+# --- the decision ----------------------------------------------------------------------------
+
+
+def compare(name: str, pairs: Sequence[tuple[bool, bool]]) -> Comparison:
+    """Paired outcomes (baseline right?, candidate right?) → scores, discordant counts, McNemar p."""
+    n = len(pairs)
+    base = sum(a for a, _ in pairs)
+    cand = sum(b for _, b in pairs)
+    right_to_wrong = sum(1 for a, b in pairs if a and not b)
+    wrong_to_right = sum(1 for a, b in pairs if b and not a)
+    p = mcnemar_exact(right_to_wrong, wrong_to_right)
+
+    def points(k: int) -> float:
+        return 100 * k / n if n else 0.0
+
+    def interval(k: int) -> tuple[float, float]:
+        lo, hi = wilson_interval(k, n)
+        return (100 * lo, 100 * hi)
+
+    return Comparison(
+        name=name,
+        n=n,
+        baseline_correct=base,
+        candidate_correct=cand,
+        right_to_wrong=right_to_wrong,
+        wrong_to_right=wrong_to_right,
+        p_value=p,
+        p_adjusted=p,
+        baseline_score=points(base),
+        candidate_score=points(cand),
+        baseline_ci95=interval(base),
+        candidate_ci95=interval(cand),
+        drop=100 * (right_to_wrong - wrong_to_right) / n if n else 0.0,
+    )
+
+
+def fmt_p(p: float) -> str:
+    return f"{p:.3g}"
+
+
+def _change(drop: float) -> str:
+    if drop > 0:
+        return f"drop {drop:.2f} points"
+    return f"gain {-drop:.2f} points" if drop < 0 else "no change"
+
+
+def _drop_check(c: Comparison, rule: str, max_drop: float, alpha: float, p: float, p_label: str) -> Check:
+    """The drop rule: fail on a drop beyond `max_drop` points that is significant at `alpha`."""
+    counts = f"{c.right_to_wrong} right→wrong, {c.wrong_to_right} wrong→right"
+    test = f"{p_label} = {fmt_p(p)}"
+    if c.drop <= max_drop:
+        return Check(c.name, rule, False, f"{c.name} {_change(c.drop)}, within {rule} {max_drop:.2f} ({counts}; {test})")
+    beyond = f"{c.name} drop {c.drop:.2f} points > {rule} {max_drop:.2f}"
+    if p < alpha:
+        return Check(c.name, rule, True, f"{beyond} and significant: {test} < {alpha:g} ({counts})")
+    return Check(c.name, rule, False, f"{beyond} but not significant: {test} ≥ {alpha:g} ({counts})")
+
+
+def _floor_check(floor: Floor, overall: Comparison) -> Check:
+    score = overall.candidate_score
+    if score < floor.points:
+        return Check(floor.name, "floor", True, f"candidate {score:.2f} is below {floor.label} {floor.points:.2f}")
+    return Check(floor.name, "floor", False, f"candidate {score:.2f} reaches {floor.label} {floor.points:.2f}")
+
+
+def decide(baseline: Run, candidate: Run, thresholds: Thresholds = Thresholds(), floors: Sequence[Floor] = ()) -> Verdict:
+    """Compare two runs question by question and apply the rules; IncompatibleRuns if they can't be."""
+    check_comparable(baseline, candidate)
+    cand = {s.key: s.correct for s in candidate.samples}
+    order = _field(baseline.results, "task.subjects") or list(dict.fromkeys(s.subject for s in baseline.samples))
+    by_subject: dict[str, list[tuple[bool, bool]]] = {key: [] for key in order}
+    for s in sorted(baseline.samples, key=lambda s: s.key):
+        by_subject.setdefault(s.subject, []).append((s.correct, cand[s.key]))
+    overall = compare("overall", [pair for pairs in by_subject.values() for pair in pairs])
+    raw = [compare(key, pairs) for key, pairs in by_subject.items() if pairs]
+    subjects = tuple(replace(c, p_adjusted=p) for c, p in zip(raw, holm_adjust([c.p_value for c in raw])))
+
+    t = thresholds
+    holm = f"Holm p ({len(subjects)} subjects)"
+    checks = (
+        _drop_check(overall, "max-drop", t.max_drop, t.alpha, overall.p_value, "exact McNemar p"),
+        *(_drop_check(s, "subject-max-drop", t.subject_max_drop, t.alpha, s.p_adjusted, holm) for s in subjects),
+        *(_floor_check(f, overall) for f in floors),
+    )
+    failed = [c for c in checks if c.failed]
+    if failed:
+        decided_by = tuple(c.reason for c in failed)
+    else:
+        worst = max(subjects, key=lambda s: (s.drop, -s.p_adjusted), default=None)
+        subject_line = f"no subject dropped significantly by more than {t.subject_max_drop:.2f} points"
+        if worst is not None and worst.drop > 0:
+            subject_line += f" (largest drop: {worst.name} {worst.drop:.2f} points, {holm} = {fmt_p(worst.p_adjusted)})"
+        decided_by = (checks[0].reason, subject_line, *(c.reason for c in checks if c.rule == "floor"))
+    p = candidate.results["protocol"]
+    return Verdict(
+        baseline=RunInfo(str(baseline.path), baseline.model_name),
+        candidate=RunInfo(str(candidate.path), candidate.model_name),
+        protocol=f"{p['name']}/v{p['version']}",
+        shots=p["shots"],
+        chat=p.get("chat"),
+        thresholds=thresholds,
+        overall=overall,
+        subjects=subjects,
+        floors=tuple(floors),
+        checks=checks,
+        passed=not failed,
+        decided_by=decided_by,
+    )
+
+
+def exit_code(verdicts: Sequence[Verdict]) -> int:
+    return PASS if all(v.passed for v in verdicts) else REGRESSION
+
+
+# --- renderings ------------------------------------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _score(points: float, ci: tuple[float, float]) -> str:
+    return f"{points:.2f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def _row(c: Comparison, label: str, failed: bool, holm: bool) -> str:
+    p_holm = fmt_p(c.p_adjusted) if holm else "—"
+    cells = [
+        label, str(c.n), _score(c.baseline_score, c.baseline_ci95), _score(c.candidate_score, c.candidate_ci95),
+        f"{c.drop:.2f}", str(c.right_to_wrong), str(c.wrong_to_right), fmt_p(c.p_value), p_holm, "❌" if failed else "✅",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_verdict_markdown(v: Verdict) -> str:
+    """One verdict as Markdown: headline, the reasons that decided, the numbers they came from."""
+    failed = {c.name for c in v.checks if c.failed}
+    t = v.thresholds
+    lines = [
+        f"## {'✅' if v.passed else '❌'} DevOps-Eval gate: {'pass' if v.passed else 'regression'} — {v.setting}",
+        "",
+        f"Candidate `{_cell(v.candidate.path)}` ({_cell(v.candidate.model)}) against baseline "
+        f"`{_cell(v.baseline.path)}` ({_cell(v.baseline.model)}), {v.overall.n} questions compared one by one.",
+        "",
+        "**Decided by**",
+        "",
+        *(f"- {'❌' if not v.passed else '✅'} {reason}" for reason in v.decided_by),
+        "",
+        "| | n | baseline % [95% CI] | candidate % [95% CI] | drop | right→wrong | wrong→right | p | Holm p | |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
+        _row(v.overall, "**overall (micro)**", "overall" in failed, holm=False),
+        *(_row(s, s.name, s.name in failed, holm=True) for s in sorted(v.subjects, key=lambda s: -s.drop)),
+        "",
+    ]
+    worst = v.worst_subjects()
+    lines.append(
+        "Worst subjects: " + ", ".join(f"{s.name} (drop {s.drop:.2f}, Holm p {fmt_p(s.p_adjusted)})" for s in worst)
+        if worst else "Worst subjects: none dropped."
+    )
+    lines += [
+        "",
+        f"Rules: overall regression = drop > {t.max_drop:.2f} points and exact two-sided McNemar p < {t.alpha:g}; "
+        f"a subject fails on drop > {t.subject_max_drop:.2f} points and Holm-adjusted p < {t.alpha:g}"
+        + "".join(f"; the candidate must reach {f.label} {f.points:.2f}" for f in v.floors)
+        + ". Scores are micro accuracy in percent with 95% Wilson intervals.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_markdown(verdicts: Sequence[Verdict]) -> str:
+    return "\n".join(render_verdict_markdown(v) for v in verdicts)
+
+
+def render_junit(verdicts: Sequence[Verdict]) -> str:
+    """JUnit XML: one test suite per verdict, one test case per subject, overall and floor."""
+    total = sum(len(v.checks) for v in verdicts)
+    failures = sum(c.failed for v in verdicts for c in v.checks)
+    root = ET.Element("testsuites", name="devops-eval gate", tests=str(total), failures=str(failures), errors="0")
+    for v in verdicts:
+        suite_failures = sum(c.failed for c in v.checks)
+        suite = ET.SubElement(
+            root, "testsuite", name=f"devops-eval gate ({v.setting})", tests=str(len(v.checks)),
+            failures=str(suite_failures), errors="0", skipped="0", time="0",
+        )
+        props = ET.SubElement(suite, "properties")
+        for key, value in (
+            ("baseline", v.baseline.path), ("baseline_model", v.baseline.model),
+            ("candidate", v.candidate.path), ("candidate_model", v.candidate.model),
+            ("max_drop", f"{v.thresholds.max_drop:g}"), ("subject_max_drop", f"{v.thresholds.subject_max_drop:g}"),
+            ("alpha", f"{v.thresholds.alpha:g}"),
+        ):
+            ET.SubElement(props, "property", name=key, value=value)
+        classname = f"gate.{v.protocol.replace('/', '.')}.{v.shots}-shot"
+        for c in v.checks:
+            case = ET.SubElement(suite, "testcase", classname=classname, name=c.name, time="0")
+            if c.failed:
+                ET.SubElement(case, "failure", message=c.reason, type="regression").text = c.reason
+            else:
+                ET.SubElement(case, "system-out").text = c.reason
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def verdict_record(verdicts: Sequence[Verdict]) -> dict:
+    """The JSON verdict: everything the Markdown and JUnit say, as data."""
+    return {
+        "schema": SCHEMA,
+        "passed": all(v.passed for v in verdicts),
+        "exit_code": exit_code(verdicts),
+        "verdicts": [asdict(v) for v in verdicts],
+    }

