@@ -182,28 +182,30 @@ def _power(k: int) -> np.uint64:
 
 def gram_hashes(values: np.ndarray, n: int) -> np.ndarray:
     """64-bit hash of every n-gram of token values: element i hashes values[i:i+n]."""
-    x = values.astype(np.uint64)
+    x = np.asarray(values, dtype=np.uint64)
     if len(x) < n:
         return np.empty(0, dtype=np.uint64)
     # a polynomial by doubling: hash(i, a+b) = hash(i, a) * BASE^b + hash(i+a, b), mod 2^64
     spans = {1: x}
     k = 1
     while 2 * k <= n:
-        spans[2 * k] = spans[k][:-k] * _power(k) + spans[k][k:]
+        spans[2 * k] = _joined(spans[k], spans[k], k, k, len(spans[k]) - k)
         k *= 2
     acc, width = None, 0
     for k in sorted(spans, reverse=True):
-        if width + k > n:
-            continue
-        if acc is None:
-            acc, width = spans[k], k
-        else:
-            m = len(x) - width - k + 1
-            acc, width = acc[:m] * _power(k) + spans[k][width : width + m], width + k
-    h = acc[: len(x) - n + 1].copy()
+        if width + k <= n:
+            acc, width = (spans[k], k) if acc is None else (_joined(acc, spans[k], width, k, len(x) - width - k + 1), width + k)
+    h = acc[: len(x) - n + 1].copy() if acc is x else acc[: len(x) - n + 1]
     h ^= h >> np.uint64(29)  # mix, so that the top bits the bitmap uses depend on every token
     h *= _MIX
     return h
+
+
+def _joined(left: np.ndarray, right: np.ndarray, width: int, k: int, m: int) -> np.ndarray:
+    """Hashes of spans width+k long: left[i] (width long) followed by right[i+width] (k long), m of them."""
+    out = np.multiply(left[:m], _power(k))
+    out += right[width : width + m]
+    return out
 
 
 # --- the questions' index ------------------------------------------------------------------------
