@@ -38,6 +38,7 @@ looked at in Python.
 
 from __future__ import annotations
 
+import itertools
 import math
 import unicodedata
 from dataclasses import dataclass, field
@@ -218,7 +219,7 @@ class Item:
     subject: str
     id: int
     segments: tuple[tuple[str, ...], ...]  # stem, then options A..D
-    forms: tuple[tuple[str, ...], ...]  # stem + options, stem + lettered options (the benchmark's order)
+    forms: tuple[tuple[str, ...], ...]  # the stem then the options, plain and lettered (see `_forms`)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -278,25 +279,35 @@ def build_index(questions: Iterable[Question], ngram: int = DEFAULT_NGRAM, table
         bounds = t.text_starts[5 * i : 5 * i + 6].tolist()
         segments = tuple(tuple(t.tokens(a, b)) for a, b in zip(bounds, bounds[1:]))
         values = [t.values[a:b].tolist() for a, b in zip(bounds, bounds[1:])]
-        stem, options = values[0], values[1:]
-        plain = stem + [v for o in options for v in o]
-        lettered = stem + [v for letter, o in zip(letters, options) for v in (letter, *o)]
         added = sum(add(v, i, part) for part, v in enumerate(values))
-        # of the in-order forms, only the n-grams that cross from the stem into the options are new
-        first = max(0, len(stem) - ngram + 1)
-        added += add(plain, i, -1, first) + add(lettered, i, -2, first)
-        stem_tokens, option_tokens = segments[0], segments[1:]
-        forms = (
-            stem_tokens + tuple(x for o in option_tokens for x in o),
-            stem_tokens + tuple(x for letter, o in zip(OPTION_LETTERS, option_tokens) for x in (letter, *o)),
-        )
-        items.append(Item(q.subject, q.id, segments, forms))
+        # Nothing n tokens long: only n-grams across the stem and the options find it, whatever their order.
+        orders = ORDERS if all(len(v) < ngram for v in values) else ORDERS[:1]
+        forms = _forms(segments, OPTION_LETTERS, orders)
+        stem = len(values[0])
+        for f, form in enumerate(_forms(values, letters, orders)):
+            # new n-grams only: those across the stem's end (and, in the benchmark's order, across options)
+            last = len(form) - ngram + 1 if f < 2 else min(stem, len(form) - ngram + 1)
+            added += add(form[:last + ngram - 1], i, -f - 1, max(0, stem - ngram + 1))
+        items.append(Item(q.subject, q.id, segments, tuple(tuple(x) for x in forms)))
         if not added:
             unmatchable.append((q.subject, q.id))
     hashes = np.array(sorted(entries), dtype=np.uint64)
     bitmap = np.zeros(1 << QuestionIndex.BITMAP_BITS, dtype=bool)
     bitmap[hashes >> np.uint64(64 - QuestionIndex.BITMAP_BITS)] = True
     return QuestionIndex(ngram, tuple(items), hashes, entries, bitmap, tuple(unmatchable))
+
+
+ORDERS = tuple(itertools.permutations(range(4)))  # the benchmark's order first
+
+
+def _forms(segments, letters, orders) -> list[list]:
+    """The stem followed by the options in each of `orders`: plain, then lettered A..D."""
+    stem, options = list(segments[0]), segments[1:]
+    out = []
+    for order in orders:
+        out.append(stem + [x for i in order for x in options[i]])
+        out.append(stem + [x for letter, i in zip(letters, order) for x in (letter, *options[i])])
+    return out
 
 
 # --- training records, and what is found in them -------------------------------------------------

@@ -217,6 +217,17 @@ def test_a_long_stem_alone_is_found_a_short_one_is_not(questions):
     assert set(findings.found) == {RESPACED}
 
 
+def test_a_question_made_only_of_short_pieces_is_found_in_any_option_order(questions):
+    """Stem and options all shorter than n: only n-grams across them find it, so every order is indexed."""
+    keys = [("computer_science", 63), ("computer_network", 10)]
+    for key in keys:
+        assert all(len(match_tokens(t)) < tasks.contamination.DEFAULT_NGRAM for t in (questions[key].question, *questions[key].options))
+    orders = [(0, 1, 2, 3), (3, 2, 1, 0), (1, 3, 0, 2)]
+    records = [TextRecord("x", i, 1, (("text", exam(questions[k], o)),)) for i, (k, o) in enumerate((k, o) for k in keys for o in orders)]
+    findings = scan(questions.values(), records)
+    assert {k: len(ms) for k, ms in findings.found.items()} == {k: len(orders) for k in keys}
+
+
 # --- input: streaming, formats, registry ---------------------------------------------------------
 
 
