@@ -325,3 +325,66 @@ def test_found_questions_exit_1_from_a_fresh_process(questions, data_dir, tmp_pa
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1, done.stderr
     assert "1 of 574 evaluated questions found" in done.stdout
+
+
+# --- harness train runs the check; the gate and the leaderboard flag what it found ---------------
+
+
+def contaminated_registry(root: Path, questions) -> Path:
+    """A dataset registry whose sft dataset holds one evaluated question among ordinary QA."""
+    rows = [{"instruction": f"请解释第{i}条部署规范。", "input": "", "output": "先灰度，再全量。"} for i in range(7)]
+    rows.insert(3, {"instruction": exam(questions[VERBATIM]), "input": "", "output": questions[VERBATIM].answer})
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "qa.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    (root / "dataset_info.json").write_text(json.dumps({"leaky_qa": {"file_name": "qa.json", "stage": "sft"}}), encoding="utf-8")
+    return root
+
+
+def train_argv(model, registry: Path, out: Path, *extra) -> list[str]:
+    return ["train", "--stage", "sft", "--model_name_or_path", str(model), "--dataset", "leaky_qa",
+            "--dataset_dir", str(registry), "--template", "chatml", "--finetuning_type", "lora", "--output_dir", str(out),
+            "--cache_dir", str(out.parent / "hf-cache"), "--report_to", "none", "--per_device_train_batch_size", "2",
+            "--max_steps", "1", "--save_steps", "1", "--seed", "0", *extra]
+
+
+def test_train_refuses_contaminated_data_before_writing_anything(tiny_model, questions, data_dir, tmp_path, capsys):
+    registry = contaminated_registry(tmp_path / "data", questions)
+    out = tmp_path / "out"
+    code = main(train_argv(tiny_model, registry, out, "--refuse_contaminated", "--eval_devops_data_dir", str(data_dir)))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "refusing to train" in err and "computer_architecture row 2" in err and "harness contamination" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_train_without_local_benchmark_data_skips_the_check_and_says_so(tiny_model, questions, tmp_path, monkeypatch, caplog):
+    from harness.commands.contamination import check_before_training
+    from training.args import parse_train_args
+
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    registry = contaminated_registry(tmp_path / "data", questions)
+    result = check_before_training(parse_train_args(train_argv(tiny_model, registry, tmp_path / "out")[1:]))
+    assert result == {"checked": False, "reason": "no local benchmark data (--eval_devops_data_dir or $HARNESS_DATA_DIR)"}
+    assert "contamination check skipped" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def leaky_training(tiny_model_factory, tmp_path_factory, subject_data, data_dir):
+    """A LoRA adapter trained (one step) on data holding an evaluated question, and 0-shot runs of it and of its base."""
+    questions = {(q.subject, q.id): q for d in subject_data.values() for q in d.questions}
+    root = tmp_path_factory.mktemp("leaky")
+    base = tiny_model_factory("qwen2")
+    out = root / "sft"
+    assert main(train_argv(base, contaminated_registry(root / "data", questions), out, "--eval_devops_data_dir", str(data_dir))) == 0
+    for name, model in (("base-run", base), ("leaky-run", out / "checkpoint-1")):
+        assert main(["eval", "--model", str(model), "--data-dir", str(data_dir), "--output", str(root / name),
+                     "--shots", "0", "--limit", "2", "--no-progress"]) == 0
+    return root
+
+
+def test_train_warns_and_keeps_the_finding_in_its_training_record(leaky_training):
+    record = json.loads((leaky_training / "sft" / "harness_train.json").read_text(encoding="utf-8"))
+    c = record["contamination"]
+    assert c["checked"] and c["contaminated"] and c["questions"] == 1
+    assert c["datasets"] == {"leaky_qa": {"questions": 1}}
+    assert (c["found"][0]["subject"], c["found"][0]["id"], c["found"][0]["record"]) == (*VERBATIM, 3)

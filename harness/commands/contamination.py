@@ -260,8 +260,13 @@ def check_before_training(targs) -> dict | None:
     specs = registry.resolve(d.dataset_dir, names, targs.finetuning.stage)
     questions, benchmark = load_questions(data_dir, None)
     files = [f for spec in specs for f in training_files(spec)]
+    started = time.perf_counter()
     findings = scan(questions, all_records(files))
     summary = training_summary(findings, benchmark, files)
+    if is_main and not findings.contaminated:
+        logging.getLogger("harness.training").info(
+            "contamination check: none of the %d evaluated questions in %d records of %s (%.1f s)",
+            len(questions), findings.records, d.dataset, time.perf_counter() - started)
     if findings.contaminated:
         first = summary["found"][0]
         message = (

@@ -39,7 +39,9 @@ def run(args) -> int:
         import datasets
 
         datasets.disable_progress_bars()
-    output = train(targs, devops_eval_plan(targs))
+    from harness.commands.contamination import check_before_training
+
+    output = train(targs, devops_eval_plan(targs), check_before_training(targs))
     if is_main:
         print(f"saved {output}")
     return 0
