@@ -388,3 +388,39 @@ def test_train_warns_and_keeps_the_finding_in_its_training_record(leaky_training
     assert c["checked"] and c["contaminated"] and c["questions"] == 1
     assert c["datasets"] == {"leaky_qa": {"questions": 1}}
     assert (c["found"][0]["subject"], c["found"][0]["id"], c["found"][0]["record"]) == (*VERBATIM, 3)
+
+
+def test_the_gate_flags_a_candidate_trained_on_contaminated_data(leaky_training, tmp_path, capsys):
+    code = main(["gate", "--baseline", str(leaky_training / "base-run"), "--candidate", str(leaky_training / "leaky-run"),
+                 "--json", str(tmp_path / "verdict.json")])
+    out = capsys.readouterr().out
+    assert code in (0, 1)  # the flag is shown; it does not decide
+    assert "⚠️ **Contamination**: the candidate model was trained on data holding 1 evaluated question(s) (leaky_qa)" in out
+    assert "the baseline model was" not in out
+    (verdict,) = json.loads((tmp_path / "verdict.json").read_text(encoding="utf-8"))["verdicts"]
+    assert "harness_train.json" in verdict["candidate"]["contamination"] and verdict["baseline"]["contamination"] is None
+
+
+def test_the_leaderboard_marks_the_row_and_says_why(leaky_training, capsys):
+    assert main(["leaderboard", str(leaky_training / "base-run"), str(leaky_training / "leaky-run")]) == 0
+    out = capsys.readouterr().out
+    flagged = [line for line in out.splitlines() if line.startswith("| ") and "⚠️" in line]
+    assert len(flagged) == 1 and "checkpoint-1" in flagged[0]
+    assert "⚠️ contamination (`harness contamination`): checkpoint-1" in out
+    assert main(["leaderboard", str(leaky_training / "leaky-run"), "--format", "json"]) == 0
+    rows = [r for s in json.loads(capsys.readouterr().out)["sections"] for t in s["tables"] for r in t["rows"]]
+    assert [r["label"] for r in rows if r["contamination"]] == ["checkpoint-1"]
+
+
+def test_a_checkpoint_is_traced_to_its_training_record_and_an_unreadable_one_is_said(tmp_path):
+    from harness.lineage import contamination_flag
+
+    out = tmp_path / "out"
+    (out / "checkpoint-3").mkdir(parents=True)
+    (out / "harness_train.json").write_text(json.dumps({"contamination": {"contaminated": True, "questions": 2,
+                                                                          "datasets": {"a": {"questions": 2}, "b": {"questions": 0}}}}))
+    flag = contamination_flag({"model": {"name": str(out / "checkpoint-3"), "path": "Qwen/Qwen-7B", "adapter": None}})
+    assert flag.startswith("trained on data holding 2 evaluated question(s) (a); see ")
+    assert contamination_flag({"model": {"name": "Qwen/Qwen-7B", "path": "Qwen/Qwen-7B"}}) is None
+    (out / "harness_train.json").write_text("{", encoding="utf-8")
+    assert "cannot be read" in contamination_flag({"model": {"name": str(out)}})
