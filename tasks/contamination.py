@@ -19,8 +19,8 @@ least n tokens) counts as covered where its n-grams occur in the record; a short
 tokens: 95 of the 574 stems and 79% of the options at n = 13) counts when it occurs whole in the record
 near the question's other evidence (the n-gram hits, ± the question's length). A record is looked
 at only when some n-gram of the question occurs in it: one of a long segment, or one that crosses
-from the stem into the options in the benchmark's order, with or without option letters (which is
-how a question whose every segment is short is found at all).
+from the stem into the options, with or without option letters, in the benchmark's order (and in
+all 24 orders for the 65 questions whose every segment is short: only such n-grams find them).
 
 **The verdict.** `stem_coverage` is the fraction of the stem's tokens covered in one record,
 `coverage` the same for the whole question (stem + options). A record contains the question when
@@ -253,6 +253,19 @@ class QuestionIndex:
         return maybe[self.hashes[at] == found]
 
 
+ORDERS = tuple(itertools.permutations(range(4)))  # the benchmark's order first
+
+
+def _forms(segments, letters, orders) -> list[list]:
+    """The stem followed by the options in each of `orders`: plain, then lettered A..D."""
+    stem, options = list(segments[0]), segments[1:]
+    out = []
+    for order in orders:
+        out.append(stem + [x for i in order for x in options[i]])
+        out.append(stem + [x for letter, i in zip(letters, order) for x in (letter, *options[i])])
+    return out
+
+
 def check_settings(ngram: int, threshold: float) -> None:
     lo, hi = NGRAM_RANGE
     if not lo <= ngram <= hi:
@@ -295,19 +308,6 @@ def build_index(questions: Iterable[Question], ngram: int = DEFAULT_NGRAM, table
     bitmap = np.zeros(1 << QuestionIndex.BITMAP_BITS, dtype=bool)
     bitmap[hashes >> np.uint64(64 - QuestionIndex.BITMAP_BITS)] = True
     return QuestionIndex(ngram, tuple(items), hashes, entries, bitmap, tuple(unmatchable))
-
-
-ORDERS = tuple(itertools.permutations(range(4)))  # the benchmark's order first
-
-
-def _forms(segments, letters, orders) -> list[list]:
-    """The stem followed by the options in each of `orders`: plain, then lettered A..D."""
-    stem, options = list(segments[0]), segments[1:]
-    out = []
-    for order in orders:
-        out.append(stem + [x for i in order for x in options[i]])
-        out.append(stem + [x for letter, i in zip(letters, order) for x in (letter, *options[i])])
-    return out
 
 
 # --- training records, and what is found in them -------------------------------------------------

@@ -358,13 +358,15 @@ def test_train_refuses_contaminated_data_before_writing_anything(tiny_model, que
 
 
 def test_train_without_local_benchmark_data_skips_the_check_and_says_so(tiny_model, questions, tmp_path, monkeypatch, caplog):
-    from harness.commands.contamination import check_before_training
+    from harness.commands.contamination import check_before_training, log_check
     from training.args import parse_train_args
 
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
     registry = contaminated_registry(tmp_path / "data", questions)
     result = check_before_training(parse_train_args(train_argv(tiny_model, registry, tmp_path / "out")[1:]))
     assert result == {"checked": False, "reason": "no local benchmark data (--eval_devops_data_dir or $HARNESS_DATA_DIR)"}
+    assert caplog.text == ""  # silent before training: a later training error stays one line
+    log_check(result)
     assert "contamination check skipped" in caplog.text
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness.commands.args import DATA_DIR_ENV
+from harness.commands.gate import write_files_atomic
 from harness.corpus import KINDS, CorpusError, CorpusFile, corpus_files, read_records
 from harness.errors import HarnessError
 from tasks.contamination import (
@@ -72,12 +73,10 @@ def run(args) -> int:
         sources = corpus_files(args.files)
     questions, benchmark = load_questions(args.data_dir, args.subjects)
     started = time.perf_counter()
-    findings = scan(questions, all_records(sources), args.ngram, args.threshold)
+    findings = scan(questions, _progress(all_records(sources), sources), args.ngram, args.threshold)
     seconds = time.perf_counter() - started
     record = findings_record(findings, questions, sources, benchmark, seconds)
     markdown = render_markdown(record)
-    from harness.commands.gate import write_files_atomic
-
     write_files_atomic({path: text for path, text in (
         (outputs[0], markdown), (outputs[1], json.dumps(record, ensure_ascii=False, indent=2) + "\n")) if path})
     sys.stdout.write(markdown)
@@ -85,6 +84,17 @@ def run(args) -> int:
     print(f"harness contamination: {s['records']} records, {s['bytes'] / 1e6:.1f} MB in {seconds:.1f} s "
           f"({s['bytes'] / 1e6 / max(seconds, 1e-9):.1f} MB/s); {len(findings.found)} questions found", file=sys.stderr)
     return record["exit_code"]
+
+
+def _progress(records, sources: list[CorpusFile]):
+    """Records with a progress bar on stderr when it is a terminal (by characters read)."""
+    from tqdm import tqdm
+
+    with tqdm(total=None, unit=" chars", unit_scale=True, disable=None, file=sys.stderr, mininterval=1,
+              desc=f"{len(sources)} file(s)") as bar:
+        for r in records:
+            bar.update(sum(len(t) for _, t in r.fields))
+            yield r
 
 
 def _names(text: str) -> list[str]:
@@ -243,35 +253,27 @@ def check_before_training(targs) -> dict | None:
     `--refuse_contaminated` (ContaminationFound, exit 1). Returns what the training record keeps.
 
     The benchmark data comes from --eval_devops_data_dir or $HARNESS_DATA_DIR; without either the
-    check is skipped with a warning, unless --refuse_contaminated asks for it (then the Hub)."""
+    check is skipped, unless --refuse_contaminated asks for a verdict (then it reads the Hub). Silent
+    unless it finds something: a later training error stays the one line it is; `log_check` tells
+    the rest once training is done."""
     from training import registry
 
     d, refuse = targs.data, targs.data.refuse_contaminated
     is_main = targs.training.process_index == 0
     if not (is_main or refuse):
         return None  # only the main process writes the record; the others need the answer only to refuse
+    specs = registry.resolve(d.dataset_dir, [n.strip() for n in d.dataset.split(",") if n.strip()], targs.finetuning.stage)
     data_dir = targs.devops_eval.eval_devops_data_dir or os.environ.get(DATA_DIR_ENV)
     if not data_dir and not refuse:
-        reason = f"no local benchmark data (--eval_devops_data_dir or ${DATA_DIR_ENV})"
-        if is_main:
-            log.warning("contamination check skipped: %s; pass one, or --refuse_contaminated to check against the Hub", reason)
-        return {"checked": False, "reason": reason}
-    names = [n.strip() for n in d.dataset.split(",") if n.strip()]
-    specs = registry.resolve(d.dataset_dir, names, targs.finetuning.stage)
+        return {"checked": False, "reason": f"no local benchmark data (--eval_devops_data_dir or ${DATA_DIR_ENV})"}
     questions, benchmark = load_questions(data_dir, None)
     files = [f for spec in specs for f in training_files(spec)]
-    started = time.perf_counter()
-    findings = scan(questions, all_records(files))
-    summary = training_summary(findings, benchmark, files)
-    if is_main and not findings.contaminated:
-        logging.getLogger("harness.training").info(
-            "contamination check: none of the %d evaluated questions in %d records of %s (%.1f s)",
-            len(questions), findings.records, d.dataset, time.perf_counter() - started)
-    if findings.contaminated:
+    summary = training_summary(scan(questions, all_records(files)), benchmark, files)
+    if summary["contaminated"]:
         first = summary["found"][0]
         message = (
-            f"--dataset {d.dataset} holds {summary['questions']} of the {sum(findings.questions.values())} evaluated "
-            f"questions (e.g. {first['subject']} row {first['id']} in {first['file']} record {first['record']}); "
+            f"--dataset {d.dataset} holds {summary['questions']} of the {len(questions)} evaluated questions "
+            f"(e.g. {first['subject']} row {first['id']} in {first['file']} record {first['record']}); "
             f"`harness contamination --dataset {d.dataset} --dataset_dir {d.dataset_dir}` reports them all"
         )
         if refuse:
@@ -279,6 +281,18 @@ def check_before_training(targs) -> dict | None:
         if is_main:
             log.warning("contamination: %s; scores of this model on them will not mean much", message)
     return summary
+
+
+def log_check(result: dict | None) -> None:
+    """What the check before training found, in a line, for the end of `harness train`."""
+    if result is None:
+        return
+    if not result["checked"]:
+        log.warning("contamination check skipped: %s; run `harness contamination --dataset ...` on the training data", result["reason"])
+    elif result["contaminated"]:
+        log.warning("contamination: trained on %d evaluated question(s); see contamination in harness_train.json", result["questions"])
+    else:
+        logging.getLogger("harness.training").info("contamination check: none of the evaluated questions in the training data")
 
 
 def training_summary(f: Findings, benchmark: dict, files: list[CorpusFile]) -> dict:

@@ -39,10 +39,12 @@ def run(args) -> int:
         import datasets
 
         datasets.disable_progress_bars()
-    from harness.commands.contamination import check_before_training
+    from harness.commands.contamination import check_before_training, log_check
 
-    output = train(targs, devops_eval_plan(targs), check_before_training(targs))
+    contamination = check_before_training(targs)
+    output = train(targs, devops_eval_plan(targs), contamination)
     if is_main:
+        log_check(contamination)
         print(f"saved {output}")
     return 0
 
