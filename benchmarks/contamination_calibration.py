@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tasks.contamination import DEFAULT_NGRAM, DEFAULT_THRESHOLD, TextRecord, scan  # noqa: E402
-from tasks.data import normalize_text  # noqa: E402
+from tasks.contamination import DEFAULT_NGRAM, DEFAULT_THRESHOLD, TextRecord, scan
+from tasks.data import normalize_text
 
 
 def exam(q, order=(0, 1, 2, 3)) -> str:

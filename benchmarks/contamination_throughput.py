@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.commands.contamination import all_records, load_questions  # noqa: E402
-from harness.corpus import corpus_files  # noqa: E402
-from tasks.contamination import scan  # noqa: E402
+from harness.commands.contamination import all_records, load_questions
+from harness.corpus import corpus_files
+from tasks.contamination import scan
 
 WORDS = ["kubectl", "docker", "nginx", "pipeline", "Prometheus", "Grafana", "deploy", "rollback", "HTTP/2",
          "TLS", "etcd", "Helm", "Terraform", "Ansible", "CPU", "P99", "SLO", "Jenkins", "GitLab", "systemd"]

@@ -41,8 +41,8 @@ from __future__ import annotations
 import itertools
 import math
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -141,7 +141,7 @@ class Tokenized:
         a, b = int(self.starts[first]), int(self.starts[last])
         text = self.codes[a:b].tobytes().decode("utf-32-le", "surrogatepass")
         cuts = (self.starts[first : last + 1] - a).tolist()
-        return [text[i:j] for i, j in zip(cuts, cuts[1:])]
+        return [text[i:j] for i, j in itertools.pairwise(cuts)]
 
 
 def tokenize(table: CodeTable, texts: list[str]) -> Tokenized:
@@ -290,8 +290,8 @@ def build_index(questions: Iterable[Question], ngram: int = DEFAULT_NGRAM, table
 
     for i, q in enumerate(questions):
         bounds = t.text_starts[5 * i : 5 * i + 6].tolist()
-        segments = tuple(tuple(t.tokens(a, b)) for a, b in zip(bounds, bounds[1:]))
-        values = [t.values[a:b].tolist() for a, b in zip(bounds, bounds[1:])]
+        segments = tuple(tuple(t.tokens(a, b)) for a, b in itertools.pairwise(bounds))
+        values = [t.values[a:b].tolist() for a, b in itertools.pairwise(bounds)]
         added = sum(add(v, i, part) for part, v in enumerate(values))
         # Nothing n tokens long: only n-grams across the stem and the options find it, whatever their order.
         orders = ORDERS if all(len(v) < ngram for v in values) else ORDERS[:1]
@@ -419,8 +419,8 @@ def _batches(records: Iterable[TextRecord], findings: Findings) -> Iterator[list
             batch, size = [], 0
     if batch:
         yield batch
-    for file, (records, chars) in counts.items():
-        findings.sources[file] = SourceStats(records, chars)
+    for file, (count, chars) in counts.items():
+        findings.sources[file] = SourceStats(count, chars)
 
 
 def _scan_batch(index: QuestionIndex, table: CodeTable, batch: list[TextRecord], findings: Findings) -> None:

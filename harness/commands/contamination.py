@@ -19,10 +19,18 @@ from pathlib import Path
 
 from harness.commands.args import DATA_DIR_ENV
 from harness.commands.gate import write_files_atomic
-from harness.corpus import KINDS, CorpusError, CorpusFile, corpus_files, read_records
+from harness.corpus import KINDS, CorpusFile, corpus_files, read_records
 from harness.errors import HarnessError
 from tasks.contamination import (
-    DEFAULT_NGRAM, DEFAULT_THRESHOLD, METHOD, WHOLE_SHARE, Findings, Match, alone_stem_tokens, check_settings, scan,
+    DEFAULT_NGRAM,
+    DEFAULT_THRESHOLD,
+    METHOD,
+    WHOLE_SHARE,
+    Findings,
+    Match,
+    alone_stem_tokens,
+    check_settings,
+    scan,
 )
 
 log = logging.getLogger("harness")
@@ -202,10 +210,10 @@ def render_markdown(record: dict) -> str:
     lines = [
         f"## {head}",
         "",
-        f"Scanned {what}{len(s['files'])} file(s), {s['records']} records, {s['bytes'] / 1e6:.1f} MB "
-        f"in {s['seconds']:.1f} s. A record holds a question when it holds at least {cfg['threshold']:.0%} of its stem "
-        f"and {cfg['whole_question_share']:.0%} of the question with its options (or a stem of at least "
-        f"{cfg['alone_stem_tokens']} tokens), by {cfg['ngram']}-token n-grams (`{cfg['method']}`).",
+        (f"Scanned {what}{len(s['files'])} file(s), {s['records']} records, {s['bytes'] / 1e6:.1f} MB "
+         f"in {s['seconds']:.1f} s. A record holds a question when it holds at least {cfg['threshold']:.0%} of its stem "
+         f"and {cfg['whole_question_share']:.0%} of the question with its options (or a stem of at least "
+         f"{cfg['alone_stem_tokens']} tokens), by {cfg['ngram']}-token n-grams (`{cfg['method']}`)."),
         "",
         "| subject | questions | found | rows |",
         "|---|--:|--:|---|",
