@@ -1,0 +1,106 @@
+"""`harness train`: continued pre-training (`pt`) or instruction tuning (`sft`), full or LoRA, with
+LLaMA-Efficient-Tuning's arguments (see `harness train --help`); `harness train merge` folds a LoRA
+adapter into its base. Runs under `torchrun` as `python -m harness train ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from harness.commands.args import DATA_DIR_ENV, cache_dir, load_data
+
+
+def register(sub) -> None:
+    # Every argument goes to transformers.HfArgumentParser as it is: this parser must see none of
+    # them as its own options, hence a prefix character no argument starts with.
+    p = sub.add_parser(
+        "train",
+        help="train a model (stage pt or sft, full or LoRA); `harness train merge` merges a LoRA adapter",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.argv[:1] == ["merge"]:
+        return merge(args.argv[1:])
+    from training.args import parse_train_args
+    from training.workflow import train
+
+    targs = parse_train_args(args.argv)
+    targs.model.model_name_or_path = named_model_path(targs.model.model_name_or_path)
+    is_main = targs.training.process_index == 0
+    logging.getLogger("harness.training").setLevel(logging.INFO if is_main else logging.WARNING)
+    if not args.verbose:
+        import datasets
+
+        datasets.disable_progress_bars()
+    output = train(targs, devops_eval_plan(targs))
+    if is_main:
+        print(f"saved {output}")
+    return 0
+
+
+def named_model_path(name: str) -> str:
+    """A model `harness eval` knows by name (gemma-3-270m) trains from its converted local copy."""
+    from harness.models import NAMED_MODELS
+
+    return str(NAMED_MODELS[name](cache_dir())) if name in NAMED_MODELS else name
+
+
+def devops_eval_plan(targs):
+    """What `--eval_devops_shots` asks to score at each save, with the benchmark data loaded up front."""
+    from harness.evaluate import EvalSettings
+    from harness.prompts import PromptFormat
+    from tasks import get_protocol
+    from training.devops_eval import DevOpsEval
+
+    e = targs.devops_eval
+    if not e.shots:
+        return None
+    data_dir = e.eval_devops_data_dir or os.environ.get(DATA_DIR_ENV)
+    data, data_info = load_data(argparse.Namespace(data_dir=data_dir, subjects=None, normalize="none"))
+    protocol = get_protocol(e.eval_devops_protocol)
+    settings = [
+        EvalSettings(
+            fmt=PromptFormat(protocol, shots, "chatml" if e.eval_devops_chat else None),
+            limit=e.eval_devops_limit,
+            batch_size=e.eval_devops_batch_size,
+        )
+        for shots in e.shots
+    ]
+    return DevOpsEval(data, data_info, settings)
+
+
+def merge(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from harness.cli import OneLineParser
+    from harness.models import DTYPES, ModelSpec, load_model
+    from training.lora import check_merge_output, merge as merge_adapter
+
+    p = OneLineParser(
+        prog="harness train merge",
+        description="Fold a LoRA adapter into its base model and write one plain checkpoint.",
+    )
+    p.add_argument("--adapter", required=True, help="the LoRA output directory (adapter_config.json)")
+    p.add_argument("--model", help="the base model (default: the adapter's base_model_name_or_path)")
+    p.add_argument("--output", required=True, help="directory for the merged checkpoint (must not exist or be empty)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype; auto keeps the base's (default)")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own Python code")
+    a = p.parse_args(argv)
+    check_merge_output(Path(a.output))  # before minutes of loading
+    spec = ModelSpec(
+        model=a.model or a.adapter,
+        adapter=a.adapter if a.model else None,
+        dtype=a.dtype,
+        device="cpu",
+        trust_remote_code=a.trust_remote_code,
+    )
+    output = merge_adapter(load_model(spec, cache_dir()), Path(a.output))
+    print(f"merged {a.adapter} into {output}")
+    return 0

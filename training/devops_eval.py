@@ -1,0 +1,111 @@
+"""Scoring the DevOps task during training: the harness engine runs on the model being trained at
+every save, writes its run records under `OUT/devops-eval/step-N/shots-K/` and logs the accuracy.
+
+The model is scored as it is in memory, which is what the checkpoint just saved holds: the same
+predictions `harness eval --model OUT/checkpoint-N` gives (the record names that checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import TrainerCallback
+
+from harness.errors import HarnessError
+from harness.evaluate import EvalSettings, evaluate
+from harness.models import LoadedModel
+
+log = logging.getLogger("harness.training")
+RECORDS = "devops-eval"
+
+
+@dataclass(frozen=True)
+class DevOpsEval:
+    """What to score: the loaded subjects, where they came from, one EvalSettings per shots setting."""
+
+    data: list
+    data_info: dict
+    settings: list[EvalSettings]
+
+
+class DevOpsEvalCallback(TrainerCallback):
+    """Runs `DevOpsEval` at each save on the main process; `log` receives the accuracies as scalars."""
+
+    def __init__(self, plan: DevOpsEval, tokenizer, output_dir: str, model_info: dict, log_scalars: Callable[[dict], None]):
+        self.plan = plan
+        self.tokenizer = tokenizer
+        self.output_dir = Path(output_dir)
+        self.model_info = model_info  # what the run record says about the model besides its name
+        self.log_scalars = log_scalars
+        self.scored_steps: set[int] = set()
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        checkpoint = self.output_dir / f"checkpoint-{state.global_step}"
+        self.score(model, state.global_step, str(checkpoint), state.is_world_process_zero)
+
+    def score(self, model, step: int, name: str, is_main: bool) -> None:
+        """Score `model` (named `name` in the records) once per step; every process must call this."""
+        if step in self.scored_steps:
+            return
+        self.scored_steps.add(step)
+        scalars = {}
+        with _full_weights(model):
+            if is_main:
+                try:
+                    scalars = self._score(model, step, name)
+                except HarnessError as e:  # e.g. a record of other settings in the way: keep training
+                    log.error("devops eval at step %d failed, training goes on: %s", step, e)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # the other processes wait here, not in a collective that may time out
+        if is_main and scalars:
+            self.log_scalars(scalars)
+
+    def _score(self, model, step: int, name: str) -> dict:
+        was_training = model.training
+        model.eval()
+        first = next(model.parameters())
+        lora = self.model_info["training"]["finetuning_type"] == "lora"
+        info = {
+            **self.model_info,
+            "name": name,  # as `harness eval --model NAME` loads it: a checkpoint, or an adapter on its base
+            "path": self.model_info["training"]["base_model"] if lora else name,
+            "adapter": name if lora else None,
+            "dtype": str(first.dtype).removeprefix("torch."),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "device": str(first.device),
+            "training_step": step,
+        }
+        loaded = LoadedModel(model=model, tokenizer=self.tokenizer, info=info, load_seconds=0.0)
+        scalars = {}
+        try:
+            # The engine seeds torch; training's random state must not depend on whether it scored.
+            with torch.random.fork_rng(devices=[first.device] if first.device.type == "cuda" else []):
+                for settings in self.plan.settings:
+                    shots = settings.fmt.shots
+                    out = self.output_dir / RECORDS / f"step-{step}" / f"shots-{shots}"
+                    results = evaluate(loaded, self.plan.data, settings, out, data_info=self.plan.data_info, progress=False)
+                    o = results["overall"]
+                    scalars[f"eval_devops_{shots}shot_accuracy"] = o["micro"]
+                    log.info("devops eval, step %d, %d-shot: %.2f%% (%d/%d) -> %s", step, shots, 100 * o["micro"], o["correct"], o["n"], out)
+        finally:
+            model.train(was_training)
+        return scalars
+
+
+@contextlib.contextmanager
+def _full_weights(model):
+    """Under DeepSpeed ZeRO-3 each process holds a slice of every weight: gather them for scoring."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        yield
