@@ -249,7 +249,7 @@ def evaluate(
     write_samples(out_dir, samples)
     results = {
         "schema": SCHEMA,
-        "harness": {"version": __version__, **_git_state()},
+        "harness": {"version": __version__, **git_state()},
         "model": loaded.info,
         "protocol": {
             "name": settings.fmt.protocol.name,
@@ -305,7 +305,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _git_state() -> dict:
+def git_state() -> dict:
+    """The harness's git commit, and whether its tracked files were modified (None outside a checkout)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
