@@ -211,7 +211,7 @@ def evaluate(
         return sum(len(prepared.encoded[b.group][i].input_ids) - b.prefix_len for i in b.items)
 
     mine = assign(pending, cost, workers)
-    scorer = LetterScorer(loaded.model, pad_id=_pad_id(loaded.tokenizer))
+    scorer = letter_scorer(loaded)
     t1 = time.perf_counter()
     try:
         with tqdm(
@@ -263,6 +263,7 @@ def evaluate(
         "task": {**record["task"], "data_source": {k: v for k, v in data_info.items() if k != "normalize"}},
         "runtime": {
             "device": loaded.info["device"],
+            "backend": loaded.info.get("backend", "transformers"),
             "world_size": workers.world_size,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -291,6 +292,15 @@ def evaluate(
     }
     write_json_atomic(out_dir / RESULTS, results)
     return results
+
+
+def letter_scorer(loaded: LoadedModel):
+    """The scorer for the model's backend: transformers (default) or vLLM."""
+    if loaded.info.get("backend") == "vllm":
+        from harness.vllm_backend import VllmLetterScorer
+
+        return VllmLetterScorer(loaded.model)
+    return LetterScorer(loaded.model, pad_id=_pad_id(loaded.tokenizer))
 
 
 def _pad_id(tokenizer) -> int:
