@@ -1,5 +1,5 @@
-"""Chat: multi-turn prompts laid out exactly, answers that end where the template says, and the
-same answers every time.
+"""`harness chat`: multi-turn prompts laid out exactly, answers that end where the template says,
+the same answers every time, and the interactive session through stdin and a pseudo-terminal.
 
 Real tiny models throughout. Where a test needs a model that says a given token, a tiny Llama is
 taught to: its output row for that token is set to a scaled copy of the row of the token it would
@@ -9,6 +9,13 @@ have said at that step, so it says the same thing up to there and then that toke
 from __future__ import annotations
 
 import io
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +23,7 @@ import pytest
 import torch
 
 from harness.chat import Conversation, Decoding, Stops, render_prompt, stops_for
+from harness.cli import main
 from harness.errors import HarnessError
 from harness.models import ModelSpec, load_model
 from harness.templates import get_template
@@ -278,3 +286,187 @@ def test_a_conversation_longer_than_the_context_says_to_reset(qwen):
         assert chat.ask("q").new_tokens == room
     finally:
         qwen.model.config.max_position_embeddings = 4096
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+
+def test_prompt_mode_prints_each_answer_then_a_newline_the_same_every_run(tiny_model, qwen, capsys):
+    argv = ["chat", "--model", str(tiny_model), "--prompt", QUERY, "--prompt", "继续", "--max-new-tokens", "8"]
+    outputs = []
+    for _ in range(2):
+        assert main(argv) == 0
+        outputs.append(capsys.readouterr().out)
+    chat = conversation(qwen)
+    assert outputs[0] == outputs[1] == chat.ask(QUERY).answer + "\n" + chat.ask("继续").answer + "\n"
+
+
+def test_jsonl_prints_one_parseable_line_per_answer(tiny_model, qwen, capsys):
+    argv = ["chat", "--model", str(tiny_model), "--template", "default", "--jsonl", "--max-new-tokens", "8"]
+    assert main([*argv, "--prompt", "第一行\n第二行", "--prompt", "继续"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    chat = conversation(qwen, "default")
+    expected = [chat.ask("第一行\n第二行"), chat.ask("继续")]
+    assert [json.loads(line) for line in lines] == [
+        {"turn": i, "query": r.query, "answer": r.answer, "finish": r.finish, "new_tokens": r.new_tokens}
+        for i, r in enumerate(expected, 1)
+    ]
+
+
+def test_show_prompt_writes_each_rendered_prompt_to_stderr(tiny_model, capsys):
+    assert main(["chat", "--model", str(tiny_model), "--prompt", "q", "--max-new-tokens", "2", "--show-prompt"]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "--- prompt ---\n<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n\n--- end of prompt ---\n"
+    )
+
+
+def test_a_lora_adapter_answers_as_with_harness_eval(tiny_model, tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), lora).save_pretrained(tmp_path / "adapter")
+    answers = []
+    for model in (["--model", str(tiny_model)], ["--adapter", str(tmp_path / "adapter")], ["--model", str(tmp_path / "adapter")]):
+        assert main(["chat", "--model", str(tiny_model), *model, "--prompt", QUERY, "--max-new-tokens", "8"]) == 0
+        answers.append(capsys.readouterr().out)
+    plain, with_adapter, adapter_as_model = answers
+    assert with_adapter == adapter_as_model != plain
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "/nonexistent/model"], "no such model directory or file: /nonexistent/model"),
+        (["--template", "qwen"], "argument --template: invalid choice: 'qwen'"),
+        (["--template", "tokenizer"], "has no chat template of its own; use --template chatml or --template default"),
+        (["--max-new-tokens", "0"], "--max-new-tokens 0: must be at least 1"),
+        (["--temperature", "-1"], "--temperature -1.0: must be 0 (greedy) or more"),
+        (["--top-p", "0"], "--top-p 0.0: must be in (0, 1]"),
+        (["--prompt", " "], "--prompt: a turn's text must not be empty"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(args, message, tiny_model, capsys):
+    argv = ["chat", "--model", str(tiny_model), *args]
+    assert exit_code([*argv, "--prompt", "q"] if "--prompt" not in args else argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1 and captured.out == ""
+
+
+def exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse's own mistakes
+        return e.code
+
+
+def test_exit_ends_the_session_and_blank_lines_are_not_turns(tiny_model, qwen, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"\n{QUERY}\n   \n/exit\n继续\n"))
+    assert main(["chat", "--model", str(tiny_model), "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out == conversation(qwen).ask(QUERY).answer + "\n"
+
+
+def _run_chat(stdin: str, model: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "harness", "chat", "--model", str(model), *args]
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+
+
+def _shown_prompts(stderr: str) -> list[str]:
+    return re.findall(r"--- prompt ---\n(.*?)\n--- end of prompt ---\n", stderr, flags=re.DOTALL)
+
+
+def test_interactive_session_over_stdin_carries_history_resets_and_ends_at_end_of_input(tiny_model, qwen):
+    done = _run_chat(f"{QUERY}\n继续\n/reset\n继续\n", tiny_model, "--max-new-tokens", "8", "--show-prompt")
+    assert done.returncode == 0, done.stderr
+    chat = conversation(qwen)
+    first, second = chat.ask(QUERY), chat.ask("继续")
+    fresh = conversation(qwen)
+    third_prompt, third = fresh.render("继续").text, fresh.ask("继续")
+    assert done.stdout == f"{first.answer}\n{second.answer}\n{third.answer}\n"
+    assert _shown_prompts(done.stderr) == [first.prompt.text, second.prompt.text, third_prompt]
+    assert QUERY in second.prompt.text and QUERY not in third_prompt
+    assert "(history cleared)" in done.stderr
+
+
+class Terminal:
+    """`harness chat` on a pseudo-terminal: what a person at a terminal types and sees."""
+
+    def __init__(self, *args: str):
+        import pty
+
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: stdin, stdout and stderr are the terminal
+            os.chdir(ROOT)
+            os.execv(sys.executable, [sys.executable, "-m", "harness", "chat", *args])
+        self.seen = b""
+
+    def type(self, keys: str) -> None:
+        os.write(self.fd, keys.encode())
+
+    def read_until(self, marker: str, timeout: float = 60) -> str:
+        """Everything shown up to and including `marker`."""
+        want, deadline = marker.encode(), time.monotonic() + timeout
+        while want not in self.seen:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError(f"no {marker!r} on the terminal; it shows {self.seen.decode(errors='replace')!r}")
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:  # the child closed the terminal
+                chunk = b""
+            if not chunk:
+                raise EOFError(f"the session ended before {marker!r}; it showed {self.seen.decode(errors='replace')!r}")
+            self.seen = (self.seen + chunk).replace(b"\r\n", b"\n")  # the terminal's line ends
+        cut = self.seen.index(want) + len(want)
+        shown, self.seen = self.seen[:cut], self.seen[cut:]
+        return shown.decode(errors="replace")
+
+    def read_some(self, timeout: float = 60) -> None:
+        """Wait until something more is shown."""
+        if not self.seen and select.select([self.fd], [], [], timeout)[0]:
+            self.seen += os.read(self.fd, 4096)
+
+    def exit_code(self) -> int:
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+
+def test_interactive_session_in_a_terminal(tiny_model, qwen):
+    term = Terminal("--model", str(tiny_model), "--max-new-tokens", "2000", "--show-prompt")
+    assert "/reset clears the history, /exit or Ctrl-D ends" in term.read_until(">>> ")
+    term.type("q1\n")
+    term.read_until("--- end of prompt ---\n")
+    term.read_some()  # the answer is being streamed: stop it
+    term.type("\x03")
+    assert "(answer stopped; it is not kept in the history)" in term.read_until(">>> ")
+    term.type("继续\n")
+    shown = term.read_until("--- end of prompt ---\n")
+    assert conversation(qwen).render("继续").text in shown and "q1" not in shown
+    term.read_some()
+    term.type("\x03")
+    term.read_until(">>> ")
+    term.type("/reset\n")
+    assert "(history cleared)" in term.read_until(">>> ")
+    # Ctrl-C at the prompt drops the line and the session goes on. A person takes longer than this
+    # to press it; CPython's readline misses a SIGINT that lands between the prompt and its wait.
+    time.sleep(0.5)
+    term.type("\x03")
+    assert "(use /exit or Ctrl-D to leave)" in term.read_until(">>> ")
+    term.type("\x04")
+    assert term.exit_code() == 0
+
+
+@pytest.mark.slow
+def test_gemma_answers_two_prompts(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "chat", "--model", "gemma-3-270m", "--prompt", "你好", "--prompt", "继续",
+         "--max-new-tokens", "16", "--show-prompt"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    second_prompt = _shown_prompts(done.stderr)[1]
+    first = re.search(r"<\|im_start\|>assistant\n(.*)<\|im_end\|>\n<\|im_start\|>user\n继续<", second_prompt, re.DOTALL).group(1)
+    assert done.stdout.startswith(first + "\n") and done.stdout.endswith("\n")
+    assert first.strip() and done.stdout[len(first) + 1 : -1].strip()
