@@ -19,6 +19,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from transformers.generation.streamers import BaseStreamer
 
 from harness.errors import HarnessError, ModelError
+from harness.prompts import leading_special_ids
 from harness.templates import TEMPLATES, ChatTemplate, get_template
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def render_prompt(
     eos = tokenizer.eos_token or ""
     end = template.response_end(eos)
     pieces = template.prompts(query, history, system)
-    ids = _leading_special_ids(tokenizer)
+    ids = leading_special_ids(tokenizer)
     for prompt, (_, response) in zip(pieces, history):
         ids += _encode(tokenizer, prompt) + _encode(tokenizer, response) + _encode(tokenizer, end)
     ids += _encode(tokenizer, pieces[-1])
@@ -121,17 +122,6 @@ def check_tokenizer_template(tokenizer, model: str) -> None:
 
 def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-
-
-def _leading_special_ids(tokenizer) -> list[int]:
-    # What the tokenizer itself puts before a text (BOS, for Gemma and Llama; nothing for Qwen).
-    # Asking the tokenizer beats reading `add_bos_token`, which some post-processors ignore.
-    plain = _encode(tokenizer, "a")
-    full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return full[:start]
-    return []
 
 
 # --- where an answer ends ------------------------------------------------------------------------

@@ -89,7 +89,6 @@ def train(args: TrainArgs, devops_eval: DevOpsEval | None = None) -> Path:
 def write_run_record(args: TrainArgs, output: Path, files: dict) -> Path:
     """`OUT/harness_train.json`: every argument, each data file's sha1, and the software that ran."""
     import dataclasses
-    import json
     import platform
 
     import transformers
