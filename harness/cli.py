@@ -61,12 +61,16 @@ def _quiet_libraries(verbose: bool) -> None:
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("harness").setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
-        import transformers
-
         logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
+        # Read when the libraries are imported: commands that never load a model never pay for them.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:  # already imported (main() called in-process again)
+            import transformers
+
+            transformers.utils.logging.set_verbosity_error()
+            transformers.utils.logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -211,7 +211,7 @@ def evaluate(
         return sum(len(prepared.encoded[b.group][i].input_ids) - b.prefix_len for i in b.items)
 
     mine = assign(pending, cost, workers)
-    scorer = LetterScorer(loaded.model, pad_id=_pad_id(loaded.tokenizer))
+    scorer = letter_scorer(loaded)
     t1 = time.perf_counter()
     try:
         with tqdm(
@@ -249,7 +249,7 @@ def evaluate(
     write_samples(out_dir, samples)
     results = {
         "schema": SCHEMA,
-        "harness": {"version": __version__, **_git_state()},
+        "harness": {"version": __version__, **git_state()},
         "model": loaded.info,
         "protocol": {
             "name": settings.fmt.protocol.name,
@@ -263,6 +263,7 @@ def evaluate(
         "task": {**record["task"], "data_source": {k: v for k, v in data_info.items() if k != "normalize"}},
         "runtime": {
             "device": loaded.info["device"],
+            "backend": loaded.info.get("backend", "transformers"),
             "world_size": workers.world_size,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -293,6 +294,15 @@ def evaluate(
     return results
 
 
+def letter_scorer(loaded: LoadedModel):
+    """The scorer for the model's backend: transformers (default) or vLLM."""
+    if loaded.info.get("backend") == "vllm":
+        from harness.vllm_backend import VllmLetterScorer
+
+        return VllmLetterScorer(loaded.model)
+    return LetterScorer(loaded.model, pad_id=_pad_id(loaded.tokenizer))
+
+
 def _pad_id(tokenizer) -> int:
     # Right padding: real tokens never attend to pads, so any valid id does.
     for tid in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
@@ -305,7 +315,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _git_state() -> dict:
+def git_state() -> dict:
+    """The harness's git commit, and whether its tracked files were modified (None outside a checkout)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)

@@ -16,33 +16,13 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Sequence
+from typing import Sequence
 
-from harness.errors import RunError
-from harness.records import Run
+from harness.records import Run, check_comparable, setting
 from harness.stats import holm_adjust, mcnemar_exact, wilson_interval
 
 SCHEMA = "devops-eval/gate/1"
 PASS, REGRESSION = 0, 1
-
-# Settings that must agree for a question-by-question comparison to mean anything, in the
-# order they are checked (dotted paths into results.json). Data hashes and the question set
-# are checked after these.
-COMPARED_SETTINGS = (
-    "schema",
-    "protocol.name",
-    "protocol.version",
-    "protocol.shots",
-    "protocol.chat",
-    "task.normalize",
-    "task.subjects",
-    "task.limit",
-)
-
-
-class IncompatibleRuns(RunError):
-    """Two runs that cannot be compared question by question (other protocol, shots, data...)."""
-
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -128,77 +108,6 @@ class Verdict:
         return sorted((s for s in self.subjects if s.drop > 0), key=lambda s: (-s.drop, s.p_adjusted))[:k]
 
 
-# --- comparability ---------------------------------------------------------------------------
-
-
-def _field(results: dict, dotted: str) -> Any:
-    value: Any = results
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def setting_difference(baseline: dict, candidate: dict, fields: Sequence[str] = COMPARED_SETTINGS) -> tuple[str, Any, Any] | None:
-    """The first of `fields` whose value differs between two results dicts, with both values."""
-    for field in fields:
-        a, b = _field(baseline, field), _field(candidate, field)
-        if a != b:
-            return field, a, b
-    return None
-
-
-def show_setting(value: Any) -> str:
-    """A setting's value as a message shows it (None as 'none', lists comma-joined)."""
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def _data_hash_difference(baseline: dict, candidate: dict) -> str | None:
-    a, b = _field(baseline, "task.data") or {}, _field(candidate, "task.data") or {}
-    for subject in list(dict.fromkeys([*a, *b])):
-        sa, sb = a.get(subject) or {}, b.get(subject) or {}
-        for split in list(dict.fromkeys([*sa, *sb])):
-            ha, hb = (sa.get(split) or {}).get("sha256"), (sb.get(split) or {}).get("sha256")
-            if ha != hb:
-                return (
-                    f"they were scored on different data: the sha256 of {subject}/{split} is "
-                    f"{show_setting(ha)[:12]} in the baseline, {show_setting(hb)[:12]} in the candidate"
-                )
-    return None
-
-
-def check_comparable(baseline: Run, candidate: Run) -> None:
-    """Raise IncompatibleRuns naming the first setting, data file or question that differs."""
-    where = f"cannot compare {candidate.path} with baseline {baseline.path}"
-    diff = setting_difference(baseline.results, candidate.results)
-    if diff:
-        field, a, b = diff
-        raise IncompatibleRuns(
-            f"{where}: {field} differs ({show_setting(a)} in the baseline, {show_setting(b)} in the candidate)"
-        )
-    data = _data_hash_difference(baseline.results, candidate.results)
-    if data:
-        raise IncompatibleRuns(f"{where}: {data}")
-    base = {s.key: s for s in baseline.samples}
-    cand = {s.key: s for s in candidate.samples}
-    only_base, only_cand = sorted(base.keys() - cand.keys()), sorted(cand.keys() - base.keys())
-    if only_base or only_cand:
-        example = (only_base or only_cand)[0]
-        raise IncompatibleRuns(
-            f"{where}: the question sets differ ({len(only_base)} only in the baseline, {len(only_cand)} only "
-            f"in the candidate, e.g. {example[0]} #{example[1]})"
-        )
-    for key, s in base.items():
-        if cand[key].gold != s.gold:
-            raise IncompatibleRuns(
-                f"{where}: the gold answer of {key[0]} #{key[1]} differs ({s.gold} in the baseline, "
-                f"{cand[key].gold} in the candidate)"
-            )
-
-
 # --- the decision ----------------------------------------------------------------------------
 
 
@@ -268,7 +177,7 @@ def decide(baseline: Run, candidate: Run, thresholds: Thresholds = Thresholds(),
     """Compare two runs question by question and apply the rules; IncompatibleRuns if they can't be."""
     check_comparable(baseline, candidate)
     cand = {s.key: s.correct for s in candidate.samples}
-    order = _field(baseline.results, "task.subjects") or list(dict.fromkeys(s.subject for s in baseline.samples))
+    order = setting(baseline.results, "task.subjects") or list(dict.fromkeys(s.subject for s in baseline.samples))
     by_subject: dict[str, list[tuple[bool, bool]]] = {key: [] for key in order}
     for s in sorted(baseline.samples, key=lambda s: s.key):
         by_subject.setdefault(s.subject, []).append((s.correct, cand[s.key]))

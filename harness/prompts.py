@@ -54,3 +54,15 @@ def subject_prompts(data: SubjectData, fmt: PromptFormat, tokenizer=None, limit:
         (q, wrap_chat(fmt.protocol.render(data.subject, shots, q), fmt.chat, tokenizer))
         for q in questions
     ]
+
+
+def leading_special_ids(tokenizer) -> list[int]:
+    """The token ids the tokenizer itself puts before any text (BOS for Gemma and Llama; none for
+    Qwen). Asked of the tokenizer rather than read from `add_bos_token`, which some
+    post-processors ignore (Gemma's converted tokenizer says False and adds BOS)."""
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start]
+    return []

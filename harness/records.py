@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -210,3 +210,92 @@ def load_run(path: str | Path) -> Run:
             f"{path}: {SAMPLES} has {len(samples)} questions but {RESULTS} counts {results.get('overall', {}).get('n')}"
         )
     return Run(path, results, samples)
+
+
+# --- comparability: may two runs be compared question by question? ------------------------------
+
+# Settings that must agree, in the order they are checked (dotted paths into results.json).
+# The data (content digests of every split) and the question set are checked after these.
+COMPARED_SETTINGS = (
+    "schema",
+    "protocol.name",
+    "protocol.version",
+    "protocol.shots",
+    "protocol.chat",
+    "task.normalize",
+    "task.subjects",
+    "task.limit",
+)
+
+
+class IncompatibleRuns(RunError):
+    """Two runs that cannot be compared question by question (other protocol, shots, data...)."""
+
+
+def setting(results: dict, dotted: str) -> Any:
+    """A value of results.json by dotted path (`protocol.shots`); None where absent."""
+    value: Any = results
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def setting_difference(a: dict, b: dict, fields: Sequence[str] = COMPARED_SETTINGS) -> tuple[str, Any, Any] | None:
+    """The first of `fields` whose value differs between two results dicts, with both values."""
+    for field in fields:
+        va, vb = setting(a, field), setting(b, field)
+        if va != vb:
+            return field, va, vb
+    return None
+
+
+def show_setting(value: Any) -> str:
+    """A setting's value as a message shows it (None as 'none', lists comma-joined)."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def data_difference(a: dict, b: dict) -> tuple[str, str | None, str | None] | None:
+    """The first subject/split whose parsed cells differ (content digests: a Hub copy and a local
+    copy of the same questions agree), with both digests."""
+    da, db = setting(a, "task.data") or {}, setting(b, "task.data") or {}
+    for subject in dict.fromkeys([*da, *db]):
+        sa, sb = da.get(subject) or {}, db.get(subject) or {}
+        for split in dict.fromkeys([*sa, *sb]):
+            ha, hb = (sa.get(split) or {}).get("content_sha256"), (sb.get(split) or {}).get("content_sha256")
+            if ha != hb:
+                return f"{subject}/{split}", ha, hb
+    return None
+
+
+def check_comparable(a: Run, b: Run, labels: tuple[str, str] = ("the baseline", "the candidate")) -> None:
+    """Raise IncompatibleRuns naming the first setting, data split or question that differs."""
+    la, lb = labels
+    where = f"cannot compare {b.path} with {a.path}"
+    diff = setting_difference(a.results, b.results)
+    if diff:
+        field, va, vb = diff
+        raise IncompatibleRuns(f"{where}: {field} differs ({show_setting(va)} in {la}, {show_setting(vb)} in {lb})")
+    data = data_difference(a.results, b.results)
+    if data:
+        split, ha, hb = data
+        raise IncompatibleRuns(
+            f"{where}: they were scored on different data: the content of {split} is "
+            f"{show_setting(ha)[:12]} in {la}, {show_setting(hb)[:12]} in {lb}"
+        )
+    ka, kb = {s.key: s for s in a.samples}, {s.key: s for s in b.samples}
+    only_a, only_b = sorted(ka.keys() - kb.keys()), sorted(kb.keys() - ka.keys())
+    if only_a or only_b:
+        example = (only_a or only_b)[0]
+        raise IncompatibleRuns(
+            f"{where}: the question sets differ ({len(only_a)} only in {la}, {len(only_b)} only in {lb}, "
+            f"e.g. {example[0]} #{example[1]})"
+        )
+    for key, s in ka.items():
+        if kb[key].gold != s.gold:
+            raise IncompatibleRuns(
+                f"{where}: the gold answer of {key[0]} #{key[1]} differs ({s.gold} in {la}, {kb[key].gold} in {lb})"
+            )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from scipy.stats import binomtest
-
 Z95 = 1.959963984540054
 
 
@@ -33,6 +31,8 @@ def macro_interval(parts: list[tuple[int, int]], z: float = Z95) -> tuple[float,
 
 def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
     """Two-sided exact McNemar p-value: a binomial test on the discordant pairs at p = 1/2."""
+    from scipy.stats import binomtest  # scipy.stats costs half a second to import
+
     n = right_to_wrong + wrong_to_right
     if n == 0:
         return 1.0

@@ -61,7 +61,7 @@ def _section_caption(s: Section) -> Raw:
     if s.normalize != "none":
         parts.append(f"Question text normalized ({md_escape(s.normalize)}).")
     if s.data:
-        parts.append(f"Data fingerprint {md_code(s.data)} (the sha256 of every data file, in each run record).")
+        parts.append(f"Data fingerprint {md_code(s.data)} (a digest of every split's parsed cells, in each run record).")
     if s.reported:
         parts.append(f"Reported rows: {md_escape(_reference_source())}, protocol {md_code(s.protocol)} v{md_escape(s.version)}.")
     return Raw(" ".join(parts))

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.errors import RunError
-from harness.records import LETTERS
+from harness.records import LETTERS, check_comparable
 from harness.stats import mcnemar_exact
 from reports.facts import RunFacts, Score, probabilities, subject_title
 from reports.markdown import Raw, environment, md_url
@@ -59,42 +58,10 @@ class Comparison:
     wrong_to_right: list[Flip]
 
 
-def check_comparable(a: RunFacts, b: RunFacts) -> None:
-    """Refuse runs whose protocol, version, shots, chat format, question set or data differ."""
-    sa, sb = a.setting, b.setting
-    fields = [
-        ("protocol", sa.protocol, sb.protocol),
-        ("protocol version", sa.version, sb.version),
-        ("shots", sa.shots, sb.shots),
-        ("chat format", sa.chat or "none", sb.chat or "none"),
-        ("subjects", ",".join(sa.subjects), ",".join(sb.subjects)),
-        ("--limit", sa.limit, sb.limit),
-        ("text normalization", sa.normalize, sb.normalize),
-    ]
-    for what, va, vb in fields:
-        if va != vb:
-            raise RunError(f"cannot compare {a.path} and {b.path}: {what} differs ({va} vs {vb})")
-    if sa.data != sb.data:
-        raise RunError(f"cannot compare {a.path} and {b.path}: the data differs ({_first_data_difference(a, b)})")
-    keys_a, keys_b = {s.key for s in a.run.samples}, {s.key for s in b.run.samples}
-    if keys_a != keys_b:
-        only = sorted(keys_a ^ keys_b)[0]
-        raise RunError(f"cannot compare {a.path} and {b.path}: question {only[0]} row {only[1]} is in one run only")
-
-
-def _first_data_difference(a: RunFacts, b: RunFacts) -> str:
-    da, db = a.run.results["task"]["data"], b.run.results["task"]["data"]
-    for subject in sorted(set(da) | set(db)):
-        for split in sorted(set(da.get(subject, {})) | set(db.get(subject, {}))):
-            ha = da.get(subject, {}).get(split, {}).get("sha256", "none")
-            hb = db.get(subject, {}).get(split, {}).get("sha256", "none")
-            if ha != hb:
-                return f"{subject} {split}: sha256 {ha[:12]}… vs {hb[:12]}…"
-    return "fingerprints differ"
-
-
 def compare(a: RunFacts, b: RunFacts) -> Comparison:
-    check_comparable(a, b)
+    """Per-subject differences and flipped questions; IncompatibleRuns for runs that differ in
+    protocol, shots, chat format, question set or data."""
+    check_comparable(a.run, b.run, labels=("RUN_A", "RUN_B"))
     by_key = {s.key: s for s in b.run.samples}
     pairs = [(s, by_key[s.key]) for s in a.samples()]
     flips_rw, flips_wr = [], []

@@ -29,7 +29,7 @@ class Setting:
     subjects: tuple[str, ...]
     limit: int | None
     normalize: str
-    data: str  # fingerprint of the data files' sha256 (see `data_fingerprint`)
+    data: str  # fingerprint of the questions' content digests (see `data_fingerprint`)
 
     @property
     def board(self) -> tuple:
@@ -91,7 +91,7 @@ class RunFacts:
     subjects: dict[str, Score]  # in the run's subject order
     micro: Score
     macro: Score
-    published_data: bool  # every data file's sha256 is the published one
+    published_data: bool  # every split's content is the published one
     contamination: str | None = None  # harness.lineage.contamination_flag of the model
 
     @property
@@ -172,8 +172,8 @@ def _check_samples(run: Run, setting: Setting) -> None:
 
 
 def data_fingerprint(data: dict) -> str:
-    """12 hex digits naming the content of the data files (their sha256), wherever they were read."""
-    hashes = {subject: {split: src["sha256"] for split, src in splits.items()} for subject, splits in data.items()}
+    """12 hex digits naming the questions' content (each split's parsed cells), wherever they were read."""
+    hashes = {subject: {split: src["content_sha256"] for split, src in splits.items()} for subject, splits in data.items()}
     return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -186,9 +186,9 @@ def data_origin(run: Run) -> str:
 def _is_published(data: dict) -> bool:
     from tasks import all_subjects
 
-    published = {s.key: s.sha256 for s in all_subjects()}
+    published = {s.key: s.content_sha256 for s in all_subjects()}
     return all(
-        published.get(subject, {}).get(split) == src["sha256"]
+        published.get(subject, {}).get(split) == src["content_sha256"]
         for subject, splits in data.items()
         for split, src in splits.items()
     )

@@ -133,7 +133,7 @@ def data_files(run: RunFacts) -> list[tuple[str, str, str, str]]:
     for subject, splits in run.run.results["task"]["data"].items():
         for split, src in splits.items():
             where = src.get("file") or f"{src.get('hub', '?')}@{str(src.get('revision', ''))[:12]}"
-            out.append((subject, split, where, src.get("sha256", "")))
+            out.append((subject, split, where, src.get("sha256") or src["content_sha256"]))
     return out
 
 

@@ -138,16 +138,31 @@ def _check_count(questions, subject: Subject, split: str, name: str) -> None:
         raise TaskError(f"{name}: no rows in the few-shot split")
 
 
-def _check_hash(digest: str, subject: Subject, split: str, name: str) -> None:
-    published = subject.sha256.get(split)
-    if published and digest != published:
-        log.warning(
-            "%s differs from the published file (sha256 %s…, published %s…); "
-            "scores may not be comparable with other runs",
-            name,
-            digest[:12],
-            published[:12],
-        )
+def content_digest(questions) -> str:
+    """sha256 of the parsed cells (question, options, answer per row): the same for every copy of
+    the same questions, whatever its bytes (CRLF or LF, CSV or parquet). Runs compare on it."""
+    h = hashlib.sha256()
+    for q in questions:
+        h.update(json.dumps([q.question, *q.options, q.answer], ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _source(questions, subject: Subject, split: str, name: str, raw: bytes | None, **where) -> dict:
+    """Where a split came from and its digests; a copy unlike the published one is warned about."""
+    source = dict(where)
+    if raw is not None:
+        source["sha256"] = hashlib.sha256(raw).hexdigest()
+    source["content_sha256"] = content_digest(questions)
+    for key, published in (("sha256", subject.sha256.get(split)), ("content_sha256", subject.content_sha256.get(split))):
+        if key in source and published and source[key] != published:
+            log.warning(
+                "%s differs from the published file (%s %s…, published %s…); "
+                "scores may not be comparable with other runs",
+                name, key, source[key][:12], published[:12],
+            )
+            break
+    return source
 
 
 def load_local(data_dir: str | Path, subjects, normalize: str = "none") -> list[SubjectData]:
@@ -165,12 +180,10 @@ def load_local(data_dir: str | Path, subjects, normalize: str = "none") -> list[
             if not path.is_file():
                 raise TaskError(f"missing data file: {path}")
             raw = path.read_bytes()
-            digest = hashlib.sha256(raw).hexdigest()
             questions = parse_csv(raw, str(path), subject)
             _check_count(questions, subject, split, str(path))
-            _check_hash(digest, subject, split, str(path))
+            sources[split] = _source(questions, subject, split, str(path), raw, file=rel)
             splits[split] = tuple(_normalized(q, normalize) for q in questions)
-            sources[split] = {"file": rel, "sha256": digest}
         out.append(
             SubjectData(subject, splits[subject.split], splits[subject.fewshot_split], sources)
         )
@@ -212,14 +225,6 @@ def rows_to_questions(rows, subject: Subject, name: str) -> tuple[Question, ...]
     return tuple(out)
 
 
-def _rows_digest(questions) -> str:
-    h = hashlib.sha256()
-    for q in questions:
-        h.update(json.dumps([q.question, *q.options, q.answer], ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()
-
-
 def load_hub(subjects, normalize: str = "none", repos: dict[str, str] | None = None) -> list[SubjectData]:
     """Read the subjects from the Hugging Face Hub at the pinned revisions of `subjects.yaml`.
 
@@ -233,21 +238,21 @@ def load_hub(subjects, normalize: str = "none", repos: dict[str, str] | None = N
         repo = repos.get(subject.benchmark.key, hub["repo"])
         splits, sources = {}, {}
         for split in (subject.split, subject.fewshot_split):
+            where = {"hub": repo, "revision": hub["revision"]}
             if hub["kind"] == "archive":
                 archive = _fetch_hub_file(repo, hub["file"], hub["revision"])
                 raw, member = read_archive_member(archive, subject, split)
                 name = f"{repo}@{hub['revision'][:7]}:{hub['file']}/{member}"
                 questions = parse_csv(raw, name, subject)
-                digest = hashlib.sha256(raw).hexdigest()
-                _check_hash(digest, subject, split, name)
+                where["file"] = f"{hub['file']}/{member}"
             else:
                 name = f"{repo}@{hub['revision'][:7]}:{subject.key}/{split}"
                 rows = _load_parquet_split(repo, hub["config"].format(key=subject.key), split, hub["revision"])
                 questions = rows_to_questions(rows, subject, name)
-                digest = _rows_digest(questions)
+                raw = None
             _check_count(questions, subject, split, name)
+            sources[split] = _source(questions, subject, split, name, raw, **where)
             splits[split] = tuple(_normalized(q, normalize) for q in questions)
-            sources[split] = {"hub": repo, "revision": hub["revision"], "sha256": digest}
         out.append(
             SubjectData(subject, splits[subject.split], splits[subject.fewshot_split], sources)
         )

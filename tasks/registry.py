@@ -38,7 +38,8 @@ class Subject:
     split: str
     fewshot_split: str
     count: int
-    sha256: dict[str, str]
+    sha256: dict[str, str]  # split -> sha256 of the published file's bytes
+    content_sha256: dict[str, str]  # split -> digest of its parsed cells (`tasks.data.content_digest`)
 
     def local_file(self, split: str) -> str:
         """The file's path relative to a data directory in the benchmark's own layout."""
@@ -81,6 +82,7 @@ def all_subjects() -> tuple[Subject, ...]:
             fewshot_split=s["fewshot_split"],
             count=int(s["count"]),
             sha256=dict(s["sha256"]),
+            content_sha256=dict(s["content_sha256"]),
         )
         for s in _spec()["subjects"]
     )

@@ -72,7 +72,8 @@ def test_record_holds_what_reproduces_the_run(five_shot_run, tiny_model):
     assert r["model"]["adapter"] is None and r["runtime"]["device"] == "cpu"
     files = r["task"]["data"]["computer_science"]
     assert files["test"] == {"file": "cmmlu/test/computer_science.csv",
-                             "sha256": "5a0ba2cf68147a330ac37a34cf4c68bd4590d9f5dd7e5ea5eee7b49fbe9ded6b"}
+                             "sha256": "5a0ba2cf68147a330ac37a34cf4c68bd4590d9f5dd7e5ea5eee7b49fbe9ded6b",
+                             "content_sha256": "8055e65b01bc85d0c97018c34ef315bb0251011b3555bb7684517669b9a3eaa3"}
     assert r["runtime"]["timings"]["scored_questions"] == 574
     assert r["runtime"]["seed"] == 0 and r["runtime"]["prefix_cache"] is True
     assert load_run(five_shot_run).shots == 5

@@ -239,13 +239,21 @@ def test_a_run_on_other_data_or_another_protocol_version_is_refused(small_runs, 
     base = small_runs / "base"
     other_data = shutil.copytree(base, tmp_path / "other-data")
     samples = load_run(other_data).samples
-    rewrite_run(other_data, samples, task__data__computer_network__val__sha256="0" * 64)
+    rewrite_run(other_data, samples, task__data__computer_network__val__content_sha256="0" * 64)
     assert _gate(base, other_data) == 2
-    assert "scored on different data: the sha256 of computer_network/val is" in capsys.readouterr().err
+    assert "scored on different data: the content of computer_network/val is" in capsys.readouterr().err
     other_version = shutil.copytree(base, tmp_path / "other-version")
     rewrite_run(other_version, samples, protocol__version="2")
     assert _gate(base, other_version) == 2
     assert "protocol.version differs (1 in the baseline, 2 in the candidate)" in capsys.readouterr().err
+
+
+def test_the_same_questions_read_from_other_bytes_are_comparable(small_runs, tmp_path):
+    # A Hub parquet copy and a local CSV of the same cells differ in bytes, not in content.
+    base = small_runs / "base"
+    other_bytes = shutil.copytree(base, tmp_path / "other-bytes")
+    rewrite_run(other_bytes, load_run(other_bytes).samples, task__data__computer_network__val__sha256="0" * 64)
+    assert _gate(base, other_bytes) == 0
 
 
 def test_other_question_sets_are_refused(small_runs, tmp_path, capsys):

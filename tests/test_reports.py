@@ -215,8 +215,9 @@ def _one_line_error(capsys, code, *needles):
 
 @pytest.mark.parametrize(
     "other, needle",
-    [("zero", "shots differs (5 vs 0)"), ("cmmlu", "protocol differs (devops vs cmmlu)"),
-     ("other_data", "the data differs (computer_security dev: sha256")],
+    [("zero", "protocol.shots differs (5 in RUN_A, 0 in RUN_B)"),
+     ("cmmlu", "protocol.name differs (devops in RUN_A, cmmlu in RUN_B)"),
+     ("other_data", "scored on different data: the content of computer_security/dev")],
 )
 def test_compare_refuses_runs_made_differently(runs, tmp_path, capsys, other, needle):
     out = tmp_path / "cmp.md"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from itertools import chain
 
+from harness.prompts import leading_special_ids
 from harness.templates import ChatTemplate
 from training.errors import DatasetError, TrainingError
 
@@ -42,7 +43,7 @@ def supervised_examples(
 ):
     """A dataset of rendered conversations: input_ids, attention_mask, labels (IGNORE_INDEX off the responses)."""
     end = tokenizer.convert_tokens_to_ids(template.response_end(tokenizer.eos_token or ""))
-    start = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", True) else []
+    start = leading_special_ids(tokenizer)  # BOS where the tokenizer adds one, as eval and chat see it
     prompt, response = columns["prompt"], columns["response"]
 
     def encode(text: str) -> list[int]:

@@ -82,10 +82,11 @@ def _spec(name: str, entry, root: Path, where: Path) -> DatasetSpec:
         files = (path,)
     else:
         raise DatasetError(f"dataset {name!r}: no such file or folder {path}")
-    kinds = {p.suffix.lower() for p in files}
-    if not files or len(kinds) != 1 or next(iter(kinds)) not in LOADERS:
-        raise DatasetError(f"dataset {name!r}: {path} must be json, jsonl, csv or txt file(s) of one kind (found {', '.join(sorted(kinds)) or 'nothing'})")
-    loader = LOADERS[kinds.pop()]
+    loaders = {LOADERS.get(p.suffix.lower()) for p in files}
+    if len(loaders) != 1 or None in loaders:
+        kinds = ", ".join(sorted({p.suffix or p.name for p in files})) or "nothing"
+        raise DatasetError(f"dataset {name!r}: {path} must be json/jsonl, csv or txt file(s) of one kind (found {kinds})")
+    loader = loaders.pop()
     mapped = entry.get("columns") or {}
     unknown = set(mapped) - set(ROLES)
     if unknown:

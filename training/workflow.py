@@ -89,13 +89,12 @@ def train(args: TrainArgs, devops_eval: DevOpsEval | None = None, contamination:
 def write_run_record(args: TrainArgs, output: Path, files: dict, contamination: dict | None = None) -> Path:
     """`OUT/harness_train.json`: every argument, each data file's sha1, and the software that ran."""
     import dataclasses
-    import json
     import platform
 
     import transformers
 
     from harness import __version__
-    from harness.evaluate import _git_state
+    from harness.evaluate import git_state
     from harness.records import write_json_atomic
 
     versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
@@ -105,7 +104,7 @@ def write_run_record(args: TrainArgs, output: Path, files: dict, contamination: 
         except ImportError:
             pass
     record = {
-        "harness": {"version": __version__, **_git_state()},
+        "harness": {"version": __version__, **git_state()},
         "model": dataclasses.asdict(args.model),
         "data": {**dataclasses.asdict(args.data), "files": files},
         "finetuning": dataclasses.asdict(args.finetuning),

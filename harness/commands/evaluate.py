@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="questions per forward pass (default 8)")
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="cap on batch rows × padded length (default 16384)")
     p.add_argument("--no-prefix-cache", action="store_true", help="recompute the shared few-shot prefix for every question")
+    p.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                   help="hf: transformers (default); vllm: vLLM with prefix caching (extra [vllm], CUDA)")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model for --backend vllm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument(
@@ -63,7 +66,14 @@ def run(args) -> int:
     spec = model_spec(args)
     if workers.world_size > 1 and spec.device == "auto" and spec.device_map is None:
         spec = replace(spec, device=local_device())
-    loaded = load_model(spec, cache_dir())
+    if args.backend == "vllm":
+        from harness.vllm_backend import load_vllm
+
+        if workers.world_size > 1:
+            raise HarnessError("--backend vllm runs as one process; spread it over GPUs with --tensor-parallel-size")
+        loaded = load_vllm(spec, cache_dir(), args.tensor_parallel_size)
+    else:
+        loaded = load_model(spec, cache_dir())
     runs = {}
     for shots in shots_list:
         out = output_dir(args, shots, multi=len(shots_list) > 1)

@@ -302,7 +302,7 @@ def eval_gate(args, shots_list: list[int]) -> EvalGate | None:
     """For `harness eval`: None without --gate-baseline (whose flags then are a usage error); else the
     plan and the baselines, refused now if they cannot gate this evaluation (before hours of scoring)."""
     from harness.commands.args import chat_mode
-    from harness.gate import IncompatibleRuns, setting_difference, show_setting
+    from harness.records import IncompatibleRuns, setting_difference, show_setting
     from tasks import get_protocol
 
     if not args.gate_baseline:
