@@ -79,6 +79,7 @@ class RunInfo:
 
     path: str
     model: str
+    contamination: str | None = None  # harness.lineage.contamination_flag: shown, never decides
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,8 @@ def render_verdict_markdown(v: Verdict) -> str:
         f"Candidate `{_cell(v.candidate.path)}` ({_cell(v.candidate.model)}) against baseline "
         f"`{_cell(v.baseline.path)}` ({_cell(v.baseline.model)}), {v.overall.n} questions compared one by one.",
         "",
+        *(f"> ⚠️ **Contamination**: the {side} model was {_cell(run.contamination)}\n" for side, run in
+          (("candidate", v.candidate), ("baseline", v.baseline)) if run.contamination),
         "**Decided by**",
         "",
         *(f"- {'❌' if not v.passed else '✅'} {reason}" for reason in v.decided_by),

@@ -63,6 +63,11 @@ class Row:
         return self.cells.get((int4, shots))
 
     @property
+    def contamination(self) -> str | None:
+        """Why the row is flagged: a run of its model was trained on data holding evaluated questions."""
+        return next((run.contamination for run in self.runs if run.contamination), None)
+
+    @property
     def size_band(self) -> int:
         if self.parameters is None:
             return -1

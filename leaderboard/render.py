@@ -38,7 +38,14 @@ def render_markdown(board: Board, base: Path, chart: str | None = None) -> str:
         subject_header=lambda section, key: f"{subject_title(key)} ({_subject_n(section, key)})",
         kind=_kind,
         run_link=lambda run: _link(run, base),
+        contamination_note=_contamination_note,
     )
+
+
+def _contamination_note(t: Table) -> Raw | None:
+    """The footnote of a table's flagged rows (⚠️ after the name): trained on data holding evaluated questions."""
+    flagged = [f"{md_escape(r.label)}: {md_escape(r.contamination)}" for r in t.rows if r.contamination]
+    return Raw("⚠️ contamination (`harness contamination`): " + "; ".join(flagged) + ".") if flagged else None
 
 
 def _section_title(s: Section) -> Raw:
@@ -111,7 +118,7 @@ def _link(run: RunFacts, base: Path) -> Raw:
 CSV_FIELDS = [
     "section", "protocol", "protocol_version", "questions", "data", "data_label", "kind", "chat",
     "model", "label", "source", "shots", "int4", "accuracy", "ci95_low", "ci95_high", "correct", "n",
-    "macro", "run",
+    "macro", "run", "contamination",
 ]
 
 
@@ -141,6 +148,7 @@ def render_csv(board: Board, base: Path) -> str:
             "ci95_low": _pct(cell.low), "ci95_high": _pct(cell.high),
             "correct": "" if cell.correct is None else cell.correct, "n": "" if cell.n is None else cell.n,
             "macro": _pct(100 * run.macro.accuracy if run else None), "run": relative(run.path, base) if run else "",
+            "contamination": row.contamination or "",
         }
         for key in subjects:
             score = run.subjects.get(key) if run else None
@@ -197,7 +205,7 @@ def _row_json(row: Row, base: Path) -> dict:
     return {
         "label": row.label, "model": row.model, "source": row.source,
         "parameters": int(row.parameters) if row.parameters is not None else None,
-        "highlight": row.highlight,
+        "highlight": row.highlight, "contamination": row.contamination,
         "zero_shot": cell(row.cell(0)), "five_shot": cell(row.cell(5)),
         "int4_zero_shot": cell(row.cell(0, True)), "int4_five_shot": cell(row.cell(5, True)),
     }

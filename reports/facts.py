@@ -92,6 +92,7 @@ class RunFacts:
     micro: Score
     macro: Score
     published_data: bool  # every split's content is the published one
+    contamination: str | None = None  # harness.lineage.contamination_flag of the model
 
     @property
     def path(self) -> Path:
@@ -149,8 +150,10 @@ def facts(run: Run) -> RunFacts:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise RunError(f"{where} lacks a field the reports need ({_describe(e)}); is it from an older harness?") from None
     _check_samples(run, setting)
+    from harness.lineage import contamination_flag
+
     return RunFacts(run, model, setting, parameters if isinstance(parameters, int) else None,
-                    subjects, micro, macro, published)
+                    subjects, micro, macro, published, contamination_flag(r))
 
 
 def _score(d: dict, key: str, ci_key: str) -> Score:

@@ -37,6 +37,7 @@ class DataArguments:
     max_samples: int | None = field(default=None, metadata={"help": "use only the first N rows of each dataset"})
     overwrite_cache: bool = field(default=False, metadata={"help": "re-run preprocessing instead of reusing its cache"})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "processes for preprocessing"})
+    refuse_contaminated: bool = field(default=False, metadata={"help": "refuse to train on datasets holding evaluated questions (default: warn)"})
 
 
 @dataclass

@@ -28,8 +28,8 @@ log = logging.getLogger("harness.training")
 RUN_RECORD = "harness_train.json"
 
 
-def train(args: TrainArgs, devops_eval: DevOpsEval | None = None) -> Path:
-    """Run the training `args` describe; returns the output directory."""
+def train(args: TrainArgs, devops_eval: DevOpsEval | None = None, contamination: dict | None = None) -> Path:
+    """Run the training `args` describe; returns the output directory. `contamination`: the check's result, for the record."""
     from transformers import DataCollatorForSeq2Seq, Trainer, default_data_collator
 
     m, d, t, f = args.model, args.data, args.training, args.finetuning
@@ -50,7 +50,7 @@ def train(args: TrainArgs, devops_eval: DevOpsEval | None = None) -> Path:
         strategy = getattr(t.eval_strategy, "value", t.eval_strategy)
         raise TrainingError(f"--eval_strategy {strategy} needs held-out examples: pass --val_size (e.g. 0.01)")
     if is_main:
-        write_run_record(args, output, {s.name: {str(p): registry.file_sha1(p) for p in s.files} for s in specs})
+        write_run_record(args, output, {s.name: {str(p): registry.file_sha1(p) for p in s.files} for s in specs}, contamination)
         log.info("%s: %d training examples, %d held out", f.stage, len(train_set), len(eval_set) if eval_set else 0)
         log.info("first example: %s", describe_example(train_set[0], tokenizer))
 
@@ -86,7 +86,7 @@ def train(args: TrainArgs, devops_eval: DevOpsEval | None = None) -> Path:
     return output
 
 
-def write_run_record(args: TrainArgs, output: Path, files: dict) -> Path:
+def write_run_record(args: TrainArgs, output: Path, files: dict, contamination: dict | None = None) -> Path:
     """`OUT/harness_train.json`: every argument, each data file's sha1, and the software that ran."""
     import dataclasses
     import platform
@@ -111,6 +111,7 @@ def write_run_record(args: TrainArgs, output: Path, files: dict) -> Path:
         "devops_eval": dataclasses.asdict(args.devops_eval),
         "training": args.training.to_dict(),
         "world_size": args.training.world_size,
+        "contamination": contamination,  # harness.commands.contamination.check_before_training
         "software": versions,
     }
     output.mkdir(parents=True, exist_ok=True)

@@ -205,9 +205,22 @@ def gate_pairs(gate_plan: GatePlan, pairs: list[tuple[Run, Run]]) -> int:
     """Decide every (baseline, candidate) pair, publish the verdicts, and return the exit code."""
     from harness.gate import decide, exit_code
 
-    verdicts = [decide(b, c, gate_plan.thresholds, floors(gate_plan, c)) for b, c in pairs]
+    verdicts = [flag_contamination(decide(b, c, gate_plan.thresholds, floors(gate_plan, c)), b, c) for b, c in pairs]
     publish(verdicts, gate_plan.outputs)
     return exit_code(verdicts)
+
+
+def flag_contamination(verdict, baseline: Run, candidate: Run):
+    """The verdict with each side's contamination flag (from the model's training record), if any."""
+    from dataclasses import replace
+
+    from harness.lineage import contamination_flag
+
+    return replace(
+        verdict,
+        baseline=replace(verdict.baseline, contamination=contamination_flag(baseline.results)),
+        candidate=replace(verdict.candidate, contamination=contamination_flag(candidate.results)),
+    )
 
 
 def publish(verdicts, out: Outputs) -> None:

@@ -39,8 +39,12 @@ def run(args) -> int:
         import datasets
 
         datasets.disable_progress_bars()
-    output = train(targs, devops_eval_plan(targs))
+    from harness.commands.contamination import check_before_training, log_check
+
+    contamination = check_before_training(targs)
+    output = train(targs, devops_eval_plan(targs), contamination)
     if is_main:
+        log_check(contamination)
         print(f"saved {output}")
     return 0
 
