@@ -111,9 +111,11 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     tokenizer = _load_tokenizer(spec, src)
     common = _hub_kwargs(spec, src)
     placement = {"device_map": spec.device_map} if spec.device_map else {}
-    if not placement and _prequantized(src):
+    quant_method = _quant_method(src)
+    if not placement and quant_method:
         # Quantized layers choose their kernels for the device they load on; moving them later breaks them.
         placement = {"device_map": {"": device}}
+    if quant_method == "bitsandbytes":
         from harness.quantize.bnb import quiet_cast_warning
 
         quiet_cast_warning()
@@ -191,10 +193,13 @@ def _with_adapter(model, adapter: str):
         raise ModelError(f"cannot load adapter {adapter}: {_reason(e)}") from None
 
 
-def _prequantized(src: _Source) -> bool:
-    """A local checkpoint whose config names a quantization transformers applies on load (GPTQ, bitsandbytes)."""
+def _quant_method(src: _Source) -> str | None:
+    """The quantization a local checkpoint's config names (gptq, bitsandbytes...), which transformers applies on load."""
     config = Path(src.path) / "config.json"
-    return src.local and not src.gguf_file and config.is_file() and "quantization_config" in _read_json(config)
+    if not src.local or src.gguf_file or not config.is_file():
+        return None
+    qc = _read_json(config).get("quantization_config")
+    return str(qc.get("quant_method", "unknown")) if isinstance(qc, dict) else None
 
 
 def _is_quanto(path: str) -> bool:

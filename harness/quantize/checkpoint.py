@@ -132,11 +132,8 @@ def _request_record(spec: ModelSpec, request: QuantizeRequest, calibration: Cali
 
 def _build(spec, src, request, calibration, tmp: Path, cache_dir: Path, wanted: dict) -> dict:
     start = time.perf_counter()
-    device = resolve_device(spec.device)
-    tokenizer = load_tokenizer(spec, cache_dir)
-    model = _quantize(spec, src, request, calibration, tokenizer, device, cache_dir)
-    _save(request.method, model, tmp)  # before any forward pass (see gptq.save)
-    tokenizer.save_pretrained(tmp)
+    model, tokenizer = quantize_model(spec, request, calibration, cache_dir)
+    save_quantized(request.method, model, tokenizer, tmp)
     quantize_seconds = time.perf_counter() - start
     verified = verify_reload(model.eval(), tmp, spec, tokenizer, cache_dir)
     return {
@@ -148,13 +145,33 @@ def _build(spec, src, request, calibration, tmp: Path, cache_dir: Path, wanted: 
         "calibration": calibration.record() if calibration else None,
         "quantized_layers": sum(1 for m in model.modules() if _is_linear(m) and type(m) is not torch.nn.Linear),
         "float_layers": [name for name, m in model.named_modules() if type(m) is torch.nn.Linear],
-        "device": device,
+        "device": resolve_device(spec.device),
         "libraries": library_versions(request.method),
         "harness": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "quantize_seconds": round(quantize_seconds, 3),
         "verified_reload": verified,
     }
+
+
+def quantize_model(spec: ModelSpec, request: QuantizeRequest, calibration: Calibration | None, cache_dir: Path):
+    """The model quantized in memory, and its tokenizer; save it before running it (see `save_quantized`)."""
+    src = resolve_source(spec, cache_dir)
+    tokenizer = load_tokenizer(spec, cache_dir)
+    return _quantize(spec, src, request, calibration, tokenizer, resolve_device(spec.device), cache_dir), tokenizer
+
+
+def save_quantized(method: str, model: torch.nn.Module, tokenizer, out: Path) -> None:
+    """Write model and tokenizer as the method's library serializes them. Call before any forward pass:
+    GPT-QModel's CPU kernel repacks its weights in place at the first one in eval mode."""
+    if method == "gptq":
+        from harness.quantize.gptq import save
+    elif method.startswith("bnb-"):
+        from harness.quantize.bnb import save
+    else:
+        from harness.quantize.quanto import save
+    save(model, out)
+    tokenizer.save_pretrained(out)
 
 
 def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> torch.nn.Module:
@@ -177,16 +194,6 @@ def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> 
         raise
     except Exception as e:
         raise QuantizeError(f"{request.method} could not quantize {spec.model}: {_first_line(e)}") from None
-
-
-def _save(method: str, model: torch.nn.Module, out: Path) -> None:
-    if method == "gptq":
-        from harness.quantize.gptq import save
-    elif method.startswith("bnb-"):
-        from harness.quantize.bnb import save
-    else:
-        from harness.quantize.quanto import save
-    save(model, out)
 
 
 def verify_reload(model: torch.nn.Module, path: Path, spec: ModelSpec, tokenizer, cache_dir: Path) -> dict:
