@@ -116,9 +116,9 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         # Quantized layers choose their kernels for the device they load on; moving them later breaks them.
         placement = {"device_map": {"": device}}
     if quant_method == "bitsandbytes":
-        from harness.quantize.bnb import quiet_cast_warning
+        from harness.quantize.bnb import quiet_notices
 
-        quiet_cast_warning()
+        quiet_notices()
     try:
         # Quantization libraries (GPT-QModel) print banners on stdout, which is for results.
         with contextlib.redirect_stdout(sys.stderr):

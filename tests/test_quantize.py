@@ -8,6 +8,7 @@ set. A method whose library is not installed is skipped with the pip line that i
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import unicodedata
 from pathlib import Path
@@ -317,6 +318,16 @@ def test_output_holding_another_quantization_is_refused_and_the_same_one_reused(
 def test_an_already_quantized_model_is_not_quantized_again(checkpoints, data_dir, tmp_path, capsys):
     code = quantize_cli(checkpoints("quanto-int8"), "quanto-int4", tmp_path / "again", data_dir)
     one_line_error(capsys, code, "is already quantized; quantize its floating-point original")
+
+
+@pytest.mark.parametrize("method", [available(m) for m in ("bnb-nf4", "quanto-int8")])
+def test_a_model_that_fails_to_quantize_leaves_nothing_behind(method, tiny_model, data_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    code = quantize_cli(broken, method, tmp_path / "out" / "ckpt", data_dir)
+    one_line_error(capsys, code, str(broken))
+    assert list((tmp_path / "out").iterdir()) == []  # neither the checkpoint nor its temporary directory
 
 
 def test_evaluation_flags_need_eval(tiny_model, data_dir, tmp_path, capsys):

@@ -68,9 +68,9 @@ def run(args) -> int:
     if args.calibration and not calibrated:
         raise QuantizeError(f"--calibration: {request.method} rounds the weights as they are; only gptq reads calibration text")
     check_eval_flags(args)
-    require_packages(request.method)
     out = Path(args.output)
     precheck_output(out)
+    require_packages(request.method)
     spec = model_spec(args)
     calibration = gptq_calibration(args) if calibrated else None
     checkpoint = make_checkpoint(spec, request, out, cache_dir(), calibration)

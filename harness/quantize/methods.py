@@ -37,7 +37,7 @@ METHODS: dict[str, Method] = {
         ),
         Method(
             "bnb-int8", (8,), ("bitsandbytes",), ("bitsandbytes>=0.48",), "quant",
-            summary="bitsandbytes LLM.int8(): per-row int8 weights, fp outliers above threshold 6",
+            summary="bitsandbytes LLM.int8(): int8 weights and activations, outlier features (above 6) in fp16",
         ),
         Method(
             "bnb-nf4", (4,), ("bitsandbytes",), ("bitsandbytes>=0.48",), "quant",
