@@ -31,16 +31,16 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method(
-            "gptq", (4, 8), ("gptqmodel", "optimum.gptq"), ("gptqmodel==7.6.0", "optimum>=2.0"), "gptq",
+            "gptq", (4, 8), ("gptqmodel", "optimum.gptq"), ("gptqmodel==7.6.0", "optimum>=2.3,<3"), "gptq",
             calibrated=True, default_group_size=128,
             summary="GPTQ through transformers' GPTQConfig and GPT-QModel; calibrated, group-wise",
         ),
         Method(
-            "bnb-int8", (8,), ("bitsandbytes",), ("bitsandbytes>=0.48",), "quant",
+            "bnb-int8", (8,), ("bitsandbytes",), ("bitsandbytes>=0.50.2,<0.51",), "quant",
             summary="bitsandbytes LLM.int8(): int8 weights and activations, outlier features (above 6) in fp16",
         ),
         Method(
-            "bnb-nf4", (4,), ("bitsandbytes",), ("bitsandbytes>=0.48",), "quant",
+            "bnb-nf4", (4,), ("bitsandbytes",), ("bitsandbytes>=0.50.2,<0.51",), "quant",
             summary="bitsandbytes 4-bit NormalFloat, blocks of 64 weights",
         ),
         Method(
@@ -97,8 +97,8 @@ def missing_packages(method: str) -> str | None:
         return None
     pins = " ".join(f"'{p}'" for p in m.packages)
     return (
-        f"--method {method} needs {', '.join(missing)}, which is not installed: "
-        f"pip install -c constraints.txt -e '.[{m.extra}]' (or pip install {pins})"
+        f"--method {method} needs {' and '.join(missing)}, not installed here: "
+        f"pip install -c constraints.txt -e '.[{m.extra}]' (or pip install -c constraints.txt {pins})"
     )
 
 
