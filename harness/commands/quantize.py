@@ -19,9 +19,6 @@ from harness.commands.args import (
 )
 from harness.errors import HarnessError
 
-EVAL_ONLY = ("shots", "limit", "eval_output", "subjects")
-
-
 def register(sub) -> None:
     from harness.quantize.calibration import DEVOPS_DEV
     from harness.quantize.methods import METHODS
@@ -80,16 +77,20 @@ def run(args) -> int:
         print(line)
         return 0
     print(line, file=sys.stderr)
-    return evaluate_both(args, spec, checkpoint, request)
+    return evaluate_both(args, spec, checkpoint)
 
 
 def check_eval_flags(args) -> None:
     from tasks import check_shots
 
     if not args.eval:
-        given = [name for name in EVAL_ONLY if getattr(args, name) is not None]
-        if given or args.chat or args.chat_template or args.protocol != "devops":
-            flag = "--" + (given[0] if given else "protocol/--chat").replace("_", "-")
+        given = {
+            "--shots": args.shots is not None, "--limit": args.limit is not None, "--subjects": args.subjects is not None,
+            "--eval-output": args.eval_output is not None, "--protocol": args.protocol != "devops",
+            "--chat": args.chat, "--chat-template": args.chat_template is not None,
+        }
+        flag = next((name for name, present in given.items() if present), None)
+        if flag:
             raise HarnessError(f"{flag} applies to the evaluation: add --eval")
         return
     for k in args.shots or [5]:
@@ -139,7 +140,7 @@ def describe_checkpoint(checkpoint) -> str:
     )
 
 
-def evaluate_both(args, spec, checkpoint, request) -> int:
+def evaluate_both(args, spec, checkpoint) -> int:
     """Score original and quantized model with the same settings, then compare them at each shots setting."""
     from harness.commands.gate import write_files_atomic
     from harness.models import ModelSpec, resolve_source
