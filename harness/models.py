@@ -3,8 +3,10 @@ a LoRA adapter on a base model, or a named model shipped in a Python package."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -115,17 +117,32 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     tokenizer = _load_tokenizer(spec, src)
     common = _hub_kwargs(spec, src)
     placement = {"device_map": spec.device_map} if spec.device_map else {}
+    quant_method = _quant_method(src)
+    if not placement and quant_method:
+        # Quantized layers choose their kernels for the device they load on; moving them later breaks them.
+        placement = {"device_map": {"": device}}
+    if quant_method == "bitsandbytes":
+        from harness.quantize.bnb import quiet_notices
+
+        quiet_notices()
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            src.path, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
-        )
+        # Quantization libraries (GPT-QModel) print banners on stdout, which is for results.
+        with contextlib.redirect_stdout(sys.stderr):
+            if src.local and _is_quanto(src.path):
+                model = _load_quanto(src.path, spec.dtype)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(
+                    src.path, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
+                )
+    except ModelError:
+        raise
     except Exception as e:
         raise ModelError(f"cannot load model {spec.model}: {_reason(e)}") from None
     if src.gguf_file:
         _drop_gguf_quantizer(model)
     if src.adapter:
         model = _with_adapter(model, src.adapter)
-    if not spec.device_map:
+    if not placement:
         model.to(device)
     model.eval()
     info = {
@@ -182,6 +199,31 @@ def _with_adapter(model, adapter: str):
         raise ModelError(f"cannot load adapter {adapter}: {_reason(e)}") from None
 
 
+def _quant_method(src: _Source) -> str | None:
+    """The quantization a local checkpoint's config names (gptq, bitsandbytes...), which transformers applies on load."""
+    config = Path(src.path) / "config.json"
+    if not src.local or src.gguf_file or not config.is_file():
+        return None
+    qc = _read_json(config).get("quantization_config")
+    return str(qc.get("quant_method", "unknown")) if isinstance(qc, dict) else None
+
+
+def _is_quanto(path: str) -> bool:
+    return (Path(path) / "quanto_qmap.json").is_file()
+
+
+def _load_quanto(path: str, dtype: str):
+    """optimum-quanto's own serialization, which transformers' from_pretrained would misread."""
+    from harness.quantize import quanto
+    from harness.quantize.methods import missing_packages
+
+    if dtype != "auto":
+        raise ModelError(f"--dtype {dtype}: {path} is an optimum-quanto checkpoint, which keeps its own dtype; use --dtype auto")
+    if missing_packages("quanto-int8"):
+        raise ModelError(f"{path} is an optimum-quanto checkpoint; loading it needs pip install -c constraints.txt -e '.[quant]'")
+    return quanto.load(path)
+
+
 def _drop_gguf_quantizer(model) -> None:
     # transformers dequantizes GGUF weights on load; what remains is a plain float model whose
     # config still claims a GGUF quantization, which breaks save_pretrained.
@@ -197,6 +239,10 @@ def quantization_info(model, src: _Source) -> dict | None:
     marker = Path(src.path) / "harness_quantization.json"
     if marker.is_file():
         return _read_json(marker)
+    qmap = Path(src.path) / "quanto_qmap.json"
+    if qmap.is_file():
+        kinds = {str(q.get("weights")) for q in _read_json(qmap).values()}
+        return {"method": "quanto", "bits": 4 if "qint4" in kinds else 8 if "qint8" in kinds else None}
     qc = getattr(model.config, "quantization_config", None)
     if qc is None:
         return None

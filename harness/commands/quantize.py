@@ -1,0 +1,195 @@
+"""`harness quantize`: make an int4/int8 checkpoint; with --eval, measure what it costs on the questions."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+from pathlib import Path
+
+from harness.commands.args import (
+    add_data_arguments,
+    add_model_arguments,
+    add_prompt_arguments,
+    cache_dir,
+    chat_mode,
+    load_data,
+    model_spec,
+)
+from harness.errors import HarnessError
+
+def register(sub) -> None:
+    from harness.quantize.calibration import DEVOPS_DEV
+    from harness.quantize.methods import METHODS
+
+    p = sub.add_parser(
+        "quantize",
+        help="make an int4/int8 checkpoint that harness eval loads; --eval measures what it costs",
+        description="Quantize a floating-point checkpoint, save it, prove the save by reloading it, and mark it "
+        "(harness_quantization.json). With --eval, score the original and the quantized model on the same "
+        "questions and print the comparison. Methods: "
+        + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()) + ".",
+    )
+    add_model_arguments(p)
+    q = p.add_argument_group("quantization")
+    q.add_argument("--method", required=True, metavar="METHOD", help=f"one of {', '.join(METHODS)}")
+    q.add_argument("--output", required=True, metavar="DIR", help="the quantized checkpoint (a new or empty directory)")
+    q.add_argument("--bits", type=int, help="weight bits (gptq: 4 or 8, default 4; the others have one each)")
+    q.add_argument("--group-size", type=int, help="gptq: weights per quantization group (default 128; -1: one per row)")
+    q.add_argument(
+        "--calibration",
+        metavar=f"{DEVOPS_DEV}|FILE",
+        help=f"gptq's calibration text: {DEVOPS_DEV} (default: the subjects' few-shot dev rows, none of them scored) "
+        "or a corpus (.jsonl with a \"text\" field per line, or text with blank-line-separated passages); "
+        "text holding an evaluated question is refused",
+    )
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--eval", action="store_true", help="then score the original and the quantized model and compare them")
+    e.add_argument("--eval-output", metavar="DIR",
+                   help="where the two runs and comparison.md/.json go (default runs/quantize-<output name>)")
+    e.add_argument("--limit", type=int, help="score only the first N questions of each subject (a smoke test)")
+    e.add_argument("--batch-size", type=int, default=8, help="questions per forward pass (default 8)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_prompt_arguments(p, "few-shot examples for --eval, 0..5; repeat for several settings (default 5)")
+    add_data_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from harness.quantize.checkpoint import make_checkpoint
+    from harness.quantize.methods import QuantizeError, require_packages, resolve_request
+
+    request = resolve_request(args.method, args.bits, args.group_size)
+    calibrated = request.method == "gptq"
+    if args.calibration and not calibrated:
+        raise QuantizeError(f"--calibration: {request.method} rounds the weights as they are; only gptq reads calibration text")
+    check_eval_flags(args)
+    out = Path(args.output)
+    precheck_output(out)
+    require_packages(request.method)
+    spec = model_spec(args)
+    calibration = gptq_calibration(args) if calibrated else None
+    checkpoint = make_checkpoint(spec, request, out, cache_dir(), calibration)
+    gc.collect()
+    line = describe_checkpoint(checkpoint)
+    if not args.eval:
+        print(line)
+        return 0
+    print(line, file=sys.stderr)
+    return evaluate_both(args, spec, checkpoint)
+
+
+def check_eval_flags(args) -> None:
+    from tasks import check_shots
+
+    if not args.eval:
+        given = {
+            "--shots": args.shots is not None, "--limit": args.limit is not None, "--subjects": args.subjects is not None,
+            "--eval-output": args.eval_output is not None, "--protocol": args.protocol != "devops",
+            "--chat": args.chat, "--chat-template": args.chat_template is not None,
+        }
+        flag = next((name for name, present in given.items() if present), None)
+        if flag:
+            raise HarnessError(f"{flag} applies to the evaluation: add --eval")
+        return
+    for k in args.shots or [5]:
+        check_shots(k)
+    if args.limit is not None and args.limit < 1:
+        raise HarnessError("--limit must be at least 1")
+    if args.batch_size < 1:
+        raise HarnessError("--batch-size must be at least 1")
+
+
+def precheck_output(out: Path) -> None:
+    """Refuse an --output that cannot take the checkpoint before any data or model is loaded."""
+    from harness.quantize.checkpoint import MARKER
+    from harness.quantize.methods import QuantizeError
+
+    if out.is_file():
+        raise QuantizeError(f"--output {out} is a file; give a directory for the checkpoint")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise QuantizeError(f"--output {out} exists and is not empty; choose another directory")
+
+
+def gptq_calibration(args):
+    """The calibration text, checked against all 574 questions (not only --subjects: the checkpoint serves them all)."""
+    from harness.quantize.calibration import DEVOPS_DEV, check_disjoint, devops_dev, from_file
+
+    every_subject = argparse.Namespace(**{**vars(args), "subjects": None})
+    data, _ = load_data(every_subject)
+    source = args.calibration or DEVOPS_DEV
+    calibration = devops_dev(data) if source == DEVOPS_DEV else from_file(source)
+    check_disjoint(calibration, [q for d in data for q in d.questions])
+    return calibration
+
+
+def describe_checkpoint(checkpoint) -> str:
+    from harness.quantize.checkpoint import label
+    from harness.quantize.comparison import format_bytes, weights_bytes
+
+    m = checkpoint.marker
+    what = label(m)
+    if checkpoint.reused:
+        return f"{checkpoint.path}: already holds this quantization of {m['source']} ({what}); using it"
+    calib = f"; calibration {m['calibration']['source']} ({m['calibration']['texts']} texts)" if m.get("calibration") else ""
+    return (
+        f"{checkpoint.path}: {m['source']} quantized ({what}{calib}); {m['quantized_layers']} layers quantized, "
+        f"{', '.join(m['float_layers']) or 'none'} kept in floating point; weights {format_bytes(weights_bytes(checkpoint.path))}; "
+        f"reload verified (identical logits); {m['quantize_seconds']:.1f} s"
+    )
+
+
+def evaluate_both(args, spec, checkpoint) -> int:
+    """Score original and quantized model with the same settings, then compare them at each shots setting."""
+    from harness.commands.gate import write_files_atomic
+    from harness.models import ModelSpec, resolve_source
+    from harness.quantize.checkpoint import label
+    from harness.quantize.comparison import quantization_cost, render_markdown, weights_bytes
+    from harness.records import load_run
+
+    data, data_info = load_data(args)
+    root = Path(args.eval_output) if args.eval_output else Path("runs") / f"quantize-{_slug(checkpoint.path.name)}"
+    quantized_spec = ModelSpec(model=str(checkpoint.path), device=spec.device, trust_remote_code=spec.trust_remote_code)
+    sides = {"original": spec, "quantized": quantized_spec}
+    shots_list = list(dict.fromkeys(args.shots or [5]))
+    for side, side_spec in sides.items():
+        _score(args, side_spec, data, data_info, {k: root / side / f"shots-{k}" for k in shots_list})
+    source_dir = resolve_source(spec, cache_dir()).path
+    sizes = (weights_bytes(source_dir), weights_bytes(checkpoint.path))
+    costs = [
+        quantization_cost(
+            load_run(root / "original" / f"shots-{k}"), load_run(root / "quantized" / f"shots-{k}"), label(checkpoint.marker), sizes
+        )
+        for k in shots_list
+    ]
+    markdown = render_markdown(costs)
+    record = {"checkpoint": str(checkpoint.path), "quantization": checkpoint.marker, "comparisons": [c.record() for c in costs]}
+    write_files_atomic({
+        root / "comparison.md": markdown,
+        root / "comparison.json": json.dumps(record, ensure_ascii=False, indent=2) + "\n",
+    })
+    sys.stdout.write(markdown)
+    print(f"harness quantize: comparison written to {root / 'comparison.md'} and comparison.json", file=sys.stderr)
+    return 0
+
+
+def _score(args, spec, data, data_info, outputs: dict) -> None:
+    from harness.evaluate import EvalSettings, evaluate
+    from harness.models import load_model
+    from harness.prompts import PromptFormat
+    from tasks import get_protocol
+
+    loaded = load_model(spec, cache_dir())
+    protocol = get_protocol(args.protocol)
+    for shots, out in outputs.items():
+        settings = EvalSettings(
+            fmt=PromptFormat(protocol, shots, chat_mode(args)), limit=args.limit, batch_size=args.batch_size, seed=0
+        )
+        evaluate(loaded, data, settings, out, data_info=data_info, progress=not args.no_progress)
+    del loaded
+    gc.collect()
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
