@@ -61,7 +61,10 @@ def _quiet_libraries(verbose: bool) -> None:
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("harness").setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
-        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+        # Libraries that warn on every start about things the user cannot act on (missing GPU
+        # kernels of torchao, which GPT-QModel installs; torch's pytree deprecations).
+        for name in ("huggingface_hub", "torchao", "torch.utils._pytree"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         # Read when the libraries are imported: commands that never load a model never pay for them.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
