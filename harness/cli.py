@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import os
 import sys
@@ -43,8 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings and progress from transformers")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name in COMMANDS:
-        if importlib.util.find_spec(name) is None:  # an area still being built
-            continue
         importlib.import_module(name).register(sub)
     return parser
 
@@ -55,15 +52,39 @@ class _LowercaseLevel(logging.Formatter):
         return super().format(record)
 
 
+class _Reroute(logging.Filter):
+    """Hands a logger's records at `level` or above to our stderr handler, and none to its own.
+
+    DeepSpeed's logger has its own handler on *stdout* (propagation off) and, when it is first
+    imported (accelerate imports it in every `save_pretrained`), warns that it found no GPU. Stdout
+    carries chat answers and the tables `harness leaderboard` prints, so its records come through here instead. A filter
+    set on the logger before the library creates it survives the library's own set-up.
+    """
+
+    def __init__(self, handler: logging.Handler, level: int):
+        super().__init__()
+        self.handler, self.level = handler, level
+
+    def filter(self, record):
+        if record.levelno >= self.level:
+            self.handler.handle(record)
+        return False
+
+
 def _quiet_libraries(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LowercaseLevel("%(levelname)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("harness").setLevel(logging.INFO if verbose else logging.WARNING)
+    deepspeed = logging.getLogger("DeepSpeed")
+    for old in [f for f in deepspeed.filters if isinstance(f, _Reroute)]:  # main() called again in-process
+        deepspeed.removeFilter(old)
+    deepspeed.addFilter(_Reroute(handler, logging.INFO if verbose else logging.ERROR))
     if not verbose:
         # Libraries that warn on every start about things the user cannot act on (missing GPU
-        # kernels of torchao, which GPT-QModel installs; torch's pytree deprecations).
-        for name in ("huggingface_hub", "torchao", "torch.utils._pytree"):
+        # kernels of torchao, which GPT-QModel installs, and of bitsandbytes on AVX512-BF16 CPUs;
+        # torch's pytree deprecations).
+        for name in ("huggingface_hub", "torchao", "bitsandbytes", "torch.utils._pytree"):
             logging.getLogger(name).setLevel(logging.ERROR)
         # Read when the libraries are imported: commands that never load a model never pay for them.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
