@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from harness import __version__
 from harness.errors import RunError
+from harness.files import write_json
 from harness.models import LoadedModel
 from harness.prompts import PromptFormat, subject_prompts
 from harness.records import (
@@ -32,7 +33,6 @@ from harness.records import (
     rank_sample_log,
     read_all_samples,
     summarize,
-    write_json_atomic,
     write_samples,
 )
 from harness.scoring import Batch, Encoded, LetterScorer, encode_prompts, plan_batches
@@ -130,7 +130,7 @@ def _open_run_dir(out_dir: Path, settings_record: dict) -> bool:
         raise RunError(f"{out_dir} exists and is not a run directory of this harness; choose another --output")
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(settings_file, settings_record)
+    write_json(settings_file, settings_record)
     return created
 
 
@@ -290,7 +290,7 @@ def evaluate(
         },
         **summarize(samples, prepared.subject_keys),
     }
-    write_json_atomic(out_dir / RESULTS, results)
+    write_json(out_dir / RESULTS, results)
     return results
 
 
@@ -312,7 +312,7 @@ def _pad_id(tokenizer) -> int:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def git_state() -> dict:

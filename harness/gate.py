@@ -15,8 +15,8 @@ row) compare the candidate's score with a number; they have no paired data to te
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Sequence
 
 from harness.records import Run, check_comparable, setting
 from harness.stats import holm_adjust, mcnemar_exact, wilson_interval

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from harness.errors import RunError
+from harness.files import write_atomic
 from harness.stats import macro_interval, wilson_interval
 
 SCHEMA = "devops-eval/run/1"
@@ -46,7 +47,7 @@ class Sample:
         return (self.subject, self.id)
 
     @classmethod
-    def scored(cls, subject: str, id: int, gold: str, logits) -> "Sample":
+    def scored(cls, subject: str, id: int, gold: str, logits) -> Sample:
         """The sample for fp32 `logits`: argmax, ties going to the earlier letter."""
         values = tuple(float(x) for x in logits)
         pred = LETTERS[int(np.argmax(np.asarray(values, dtype=np.float64)))]
@@ -86,11 +87,15 @@ class SampleLog:
         return samples
 
     def append(self, samples: Iterable[Sample]) -> None:
-        text = "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in samples)
+        text = "".join(_line(s) for s in samples)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def _line(sample: Sample) -> str:
+    return json.dumps(asdict(sample), ensure_ascii=False) + "\n"
 
 
 def rank_sample_log(run_dir: Path, rank: int, world_size: int) -> SampleLog:
@@ -111,36 +116,9 @@ def read_all_samples(run_dir: Path) -> dict[tuple[str, int], Sample]:
 def write_samples(run_dir: Path, samples: list[Sample]) -> None:
     """Replace the run's sample files by one SAMPLES in the given (canonical) order, atomically."""
     run_dir = Path(run_dir)
-    text = "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in samples)
-    _write_text_atomic(run_dir / SAMPLES, text)
+    write_atomic(run_dir / SAMPLES, "".join(_line(s) for s in samples))
     for path in run_dir.glob(RANK_SAMPLES.format(rank="*")):
         path.unlink()
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON so that readers see the old file or the new one, never a half-written one."""
-    _write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a record is an ordinary file
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def summarize(samples: Iterable[Sample], subject_keys: list[str]) -> dict:

@@ -15,8 +15,8 @@ where the system block is empty (and takes no separator) when `system_format` re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from harness.errors import HarnessError
 

@@ -42,7 +42,7 @@ class Cell:
     run: RunFacts | None = None
 
     @classmethod
-    def measured(cls, run: RunFacts) -> "Cell":
+    def measured(cls, run: RunFacts) -> Cell:
         m = run.micro
         return cls(100 * m.accuracy, 100 * m.low, 100 * m.high, m.correct, m.n, run)
 

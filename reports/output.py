@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -33,48 +32,6 @@ def checked_target(path: str | Path, what: str = "--output") -> Path:
 def image_path(markdown: Path, kind: str) -> Path:
     """Where the image `kind` of the Markdown file `markdown` goes: `<stem>-<kind>.png` beside it."""
     return markdown.with_name(f"{markdown.stem}-{kind}.png")
-
-
-def write_atomic(path: Path, data: bytes) -> bool:
-    """Replace `path` by `data` atomically (keeping its permissions); False if it already held it.
-
-    A symbolic link is followed, so the file it points to is rewritten and the link stays.
-    """
-    path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
-    try:
-        if path.read_bytes() == data:
-            return False  # nothing to change: keep the file (and its mtime) as it is
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    except OSError as e:
-        raise HarnessError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise HarnessError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise HarnessError(f"cannot write {path}: {e.strerror}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def pyplot():

@@ -22,7 +22,8 @@ import yaml
 from scipy.stats import binomtest
 
 from harness.cli import build_parser, main
-from harness.records import LETTERS, Sample, SampleLog, load_run, summarize, write_json_atomic
+from harness.files import write_json
+from harness.records import LETTERS, Sample, SampleLog, load_run, summarize
 from harness.stats import holm_adjust, mcnemar_exact
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,7 +164,7 @@ def rewrite_run(run_dir: Path, samples: list[Sample], **results_changes) -> None
         target[leaf] = value
     (run_dir / "samples.jsonl").unlink()
     SampleLog(run_dir / "samples.jsonl").append(samples)
-    write_json_atomic(run_dir / "results.json", results)
+    write_json(run_dir / "results.json", results)
 
 
 def flipped_copy(src: Path, dest: Path, right_to_wrong: int, wrong_to_right: int, subject: str | None = None) -> Path:

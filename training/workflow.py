@@ -95,7 +95,7 @@ def write_run_record(args: TrainArgs, output: Path, files: dict, contamination: 
 
     from harness import __version__
     from harness.evaluate import git_state
-    from harness.records import write_json_atomic
+    from harness.files import write_json
 
     versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
     for name in ("peft", "datasets", "accelerate", "deepspeed"):
@@ -115,7 +115,7 @@ def write_run_record(args: TrainArgs, output: Path, files: dict, contamination: 
         "software": versions,
     }
     output.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output / RUN_RECORD, record)
+    write_json(output / RUN_RECORD, record)
     return output / RUN_RECORD
 
 

@@ -18,9 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness.commands.args import DATA_DIR_ENV
-from harness.commands.gate import write_files_atomic
 from harness.corpus import KINDS, CorpusFile, corpus_files, read_records
 from harness.errors import HarnessError
+from harness.files import write_all_or_none
 from tasks.contamination import (
     DEFAULT_NGRAM,
     DEFAULT_THRESHOLD,
@@ -85,7 +85,7 @@ def run(args) -> int:
     seconds = time.perf_counter() - started
     record = findings_record(findings, questions, sources, benchmark, seconds)
     markdown = render_markdown(record)
-    write_files_atomic({path: text for path, text in (
+    write_all_or_none({path: text for path, text in (
         (outputs[0], markdown), (outputs[1], json.dumps(record, ensure_ascii=False, indent=2) + "\n")) if path})
     sys.stdout.write(markdown)
     s = record["scanned"]

@@ -10,12 +10,13 @@ import json
 import os
 import re
 import sys
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError, RunError
+from harness.files import write_all_or_none
 
 if TYPE_CHECKING:
     from harness.gate import Floor, Thresholds
@@ -235,34 +236,10 @@ def publish(verdicts, out: Outputs) -> None:
         files[out.junit] = render_junit(verdicts)
     if out.json:
         files[out.json] = json.dumps(verdict_record(verdicts), ensure_ascii=False, indent=2) + "\n"
-    write_files_atomic(files)
+    write_all_or_none(files)
     sys.stdout.write(markdown)
     sys.stdout.flush()
     append_step_summary(markdown)
-
-
-def write_files_atomic(files: dict[Path, str]) -> None:
-    """Write every file or none: each goes to a temporary file beside it, then all are renamed into place."""
-    temps: list[tuple[Path, Path]] = []
-    path = None
-    try:
-        for path, text in files.items():
-            if path.is_dir():
-                raise IsADirectoryError(21, "is a directory")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append((Path(tmp), path))
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is an ordinary file
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    except OSError as e:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
-        raise HarnessError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def append_step_summary(markdown: str) -> None:

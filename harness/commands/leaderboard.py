@@ -40,11 +40,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from harness.files import write_atomic
     from leaderboard.board import build_board
     from leaderboard.collect import collect_runs
     from leaderboard.readme import read_document, with_block
     from leaderboard.render import render_chart, render_csv, render_json, render_markdown
-    from reports.output import checked_target, image_path, write_atomic
+    from reports.output import checked_target, image_path
 
     readme = checked_target(args.readme, "--readme") if args.readme else None
     output = checked_target(args.output) if args.output else None

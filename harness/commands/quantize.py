@@ -19,6 +19,7 @@ from harness.commands.args import (
 )
 from harness.errors import HarnessError
 
+
 def register(sub) -> None:
     from harness.quantize.calibration import DEVOPS_DEV
     from harness.quantize.methods import METHODS
@@ -142,7 +143,7 @@ def describe_checkpoint(checkpoint) -> str:
 
 def evaluate_both(args, spec, checkpoint) -> int:
     """Score original and quantized model with the same settings, then compare them at each shots setting."""
-    from harness.commands.gate import write_files_atomic
+    from harness.files import write_all_or_none
     from harness.models import ModelSpec, resolve_source
     from harness.quantize.checkpoint import label
     from harness.quantize.comparison import quantization_cost, render_markdown, weights_bytes
@@ -165,7 +166,7 @@ def evaluate_both(args, spec, checkpoint) -> int:
     ]
     markdown = render_markdown(costs)
     record = {"checkpoint": str(checkpoint.path), "quantization": checkpoint.marker, "comparisons": [c.record() for c in costs]}
-    write_files_atomic({
+    write_all_or_none({
         root / "comparison.md": markdown,
         root / "comparison.json": json.dumps(record, ensure_ascii=False, indent=2) + "\n",
     })

@@ -54,7 +54,8 @@ def run_compare(args) -> int:
 
 def _emit(output: Path | None, kind: str, markdown, png) -> None:
     """Markdown to stdout; or, with a file, the image and then the Markdown, each atomically."""
-    from reports.output import image_path, write_atomic
+    from harness.files import write_atomic
+    from reports.output import image_path
 
     if output is None:
         sys.stdout.write(markdown(None))

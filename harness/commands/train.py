@@ -85,7 +85,8 @@ def merge(argv: list[str]) -> int:
 
     from harness.cli import OneLineParser
     from harness.models import DTYPES, ModelSpec, load_model
-    from training.lora import check_merge_output, merge as merge_adapter
+    from training.lora import check_merge_output
+    from training.lora import merge as merge_adapter
 
     p = OneLineParser(
         prog="harness train merge",

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -148,7 +148,7 @@ def _build(spec, src, request, calibration, tmp: Path, cache_dir: Path, wanted: 
         "device": resolve_device(spec.device),
         "libraries": library_versions(request.method),
         "harness": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "quantize_seconds": round(quantize_seconds, 3),
         "verified_reload": verified,
     }

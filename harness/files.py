@@ -1,0 +1,95 @@
+"""Writing files so that no reader ever sees half of one: a temporary file beside the target, then
+an atomic rename. Every area writes its records, reports and verdicts through here."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> bool:
+    """Replace `path` by `data` (str as UTF-8); False, touching nothing, if it already held it.
+
+    An existing file keeps its permissions; a symbolic link is followed, so the link stays.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise HarnessError(f"cannot read {path}: {e.strerror or e}") from None
+    tmp = _temporary(path, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise HarnessError(f"cannot write {path}: {e.strerror or e}") from None
+    return True
+
+
+def write_json(path: str | Path, obj) -> bool:
+    """`obj` as indented UTF-8 JSON, atomically."""
+    return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_all_or_none(files: dict[Path, bytes | str]) -> None:
+    """Write several files that belong together: every one goes to a temporary file first, so a
+    failure while writing (disk full, a directory in the way) leaves every target as it was; only
+    then is each renamed into place, which does not fail short of the file system itself failing."""
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            if path.is_dir():
+                raise HarnessError(f"cannot write {path}: it is a directory")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temps.append((_temporary(path, data.encode("utf-8") if isinstance(data, str) else data), path))
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except OSError as e:
+        raise HarnessError(f"cannot write {e.filename or 'an output file'}: {e.strerror or e}") from None
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)  # gone already where the rename happened
+
+
+def _temporary(path: Path, data: bytes) -> Path:
+    """`data` in a synced temporary file beside `path`, with the mode `path` has or would get."""
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    except OSError as e:
+        raise HarnessError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise HarnessError(f"cannot write {path}: {e.strerror or e}") from None
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, mode)  # mkstemp makes 0600; what we write is an ordinary file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise HarnessError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+    return tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
