@@ -93,21 +93,14 @@ def group_config(data: list[SubjectData]) -> dict:
     }
 
 
-def export(data: list[SubjectData], protocol: Protocol, data_dir: Path, out_dir: Path) -> list[Path]:
-    """Write one YAML per subject and the group YAML into `out_dir`; returns the files written."""
+def task_files(data: list[SubjectData], protocol: Protocol, data_dir: Path) -> dict[str, str]:
+    """One YAML per subject and the group YAML, by file name; every subject is checked first."""
     configs = [task_config(d, protocol, data_dir) for d in data]
     for d, config in zip(data, configs):
         check_lm_eval_reads_the_same_cells(d, config["dataset_kwargs"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for config in configs:
-        path = out_dir / f"{config['task']}.yaml"
-        _write_yaml(path, config)
-        written.append(path)
-    path = out_dir / f"_{GROUP}.yaml"
-    _write_yaml(path, group_config(data))
-    written.append(path)
-    return written
+    files = {f"{config['task']}.yaml": _yaml(config) for config in configs}
+    files[f"_{GROUP}.yaml"] = _yaml(group_config(data))
+    return files
 
 
 class _Dumper(yaml.SafeDumper):
@@ -120,8 +113,5 @@ _Dumper.add_representer(
 )
 
 
-def _write_yaml(path: Path, obj: dict) -> None:
-    text = yaml.dump(obj, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=1000)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+def _yaml(obj: dict) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=1000)

@@ -190,3 +190,14 @@ def test_a_run_record_that_is_not_one(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"schema": "other"}))
     with pytest.raises(RunError, match="not a run record of this harness"):
         load_run(tmp_path)
+
+
+def test_lm_eval_export_into_a_file_or_an_unwritable_place(data_dir, tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    code = main(["tasks", "export-lm-eval", str(a_file), "--data-dir", str(data_dir)])
+    _one_line_error(capsys, code, str(a_file), "not a directory")
+    assert a_file.read_text() == "keep me"
+    blocked = a_file / "tasks"  # its parent is a file: the directory cannot be made
+    code = main(["tasks", "export-lm-eval", str(blocked), "--data-dir", str(data_dir)])
+    _one_line_error(capsys, code, "cannot write", str(blocked))

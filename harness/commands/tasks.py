@@ -36,14 +36,19 @@ def list_tasks(args) -> int:
 
 
 def export_lm_eval(args) -> int:
+    from harness.files import write_all_or_none
     from tasks import all_subjects, get_protocol, load_local
-    from tasks.lm_eval_export import export
+    from tasks.lm_eval_export import task_files
 
     if not args.data_dir:
         raise HarnessError(f"export-lm-eval needs local data: pass --data-dir or set {DATA_DIR_ENV}")
     data_dir = Path(args.data_dir).expanduser()
     data = load_local(data_dir, all_subjects())
-    written = export(data, get_protocol("lm-eval"), data_dir, Path(args.dir))
-    for path in written:
+    out = Path(args.dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"{out} is not a directory")
+    files = {out / name: text for name, text in task_files(data, get_protocol("lm-eval"), data_dir).items()}
+    write_all_or_none(files)
+    for path in files:
         print(path)
     return 0
