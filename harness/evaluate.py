@@ -129,7 +129,10 @@ def _open_run_dir(out_dir: Path, settings_record: dict) -> bool:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise RunError(f"{out_dir} exists and is not a run directory of this harness; choose another --output")
     created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create {out_dir}: {e.strerror or e}") from None
     write_json(settings_file, settings_record)
     return created
 

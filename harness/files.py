@@ -36,6 +36,21 @@ def write_atomic(path: str | Path, data: bytes | str) -> bool:
     return True
 
 
+def check_directory_target(path: str | Path, what: str = "--output") -> Path:
+    """`path` as a directory to create or add to: checked before any expensive work starts."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise HarnessError(f"{what} {path} is not a directory")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise HarnessError(f"{what} {path}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise HarnessError(f"{what} {path}: {ancestor} is not writable")
+    return path
+
+
 def write_json(path: str | Path, obj) -> bool:
     """`obj` as indented UTF-8 JSON, atomically."""
     return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")

@@ -143,6 +143,15 @@ def test_output_directory_that_holds_something_else(tiny_model, data_dir, tmp_pa
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.parametrize("where", ["a-file", "a-file/run"])
+def test_output_that_cannot_be_a_directory_is_refused_before_the_model_loads(data_dir, tmp_path, capsys, where):
+    (tmp_path / "a-file").write_text("mine")
+    # The model does not exist either: the output is checked first, before anything costly.
+    code = _eval(tmp_path / "no-model", data_dir, tmp_path / where, "--limit", "1")
+    _one_line_error(capsys, code, str(tmp_path / where), "is not a directory")
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
 def test_corrupt_settings_file(tiny_model, data_dir, tmp_path, capsys):
     assert _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1") == 0
     capsys.readouterr()

@@ -16,6 +16,7 @@ from harness.commands.args import (
 )
 from harness.commands.gate import add_gate_arguments, eval_gate
 from harness.errors import HarnessError
+from harness.files import check_directory_target
 
 
 def register(sub) -> None:
@@ -61,6 +62,8 @@ def run(args) -> int:
     if args.batch_size < 1 or args.max_batch_tokens < 1:
         raise HarnessError("--batch-size and --max-batch-tokens must be at least 1")
     gate = eval_gate(args, shots_list)  # before scoring: a bad baseline should not cost an evaluation
+    for shots in shots_list:  # nor an output directory that cannot be made
+        check_directory_target(output_dir(args, shots, multi=len(shots_list) > 1))
     data, data_info = load_data(args)
     workers = workers_from_env()
     spec = model_spec(args)
