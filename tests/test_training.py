@@ -230,6 +230,13 @@ def test_lora_target_that_matches_no_module_is_one_line(capsys, base_argv):
     assert line.startswith("harness train: error: --lora_target W_pack:") and "W_pack" in line
 
 
+def test_output_dir_that_is_a_file_is_one_line(capsys, base_argv, tmp_path):
+    (tmp_path / "out").write_text("mine")
+    line = _one_line_error(capsys, [*base_argv, "--stage", "pt", "--dataset", "devops_corpus"])
+    assert f"--output_dir {tmp_path / 'out'} is not a directory" in line
+    assert (tmp_path / "out").read_text() == "mine"
+
+
 def test_several_datasets_are_concatenated_in_order(tiny_model, tmp_path, hf_cache):
     from training import registry
     from training.workflow import build_dataset

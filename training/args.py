@@ -163,8 +163,10 @@ def check(args: TrainArgs) -> None:
     """Refuse what cannot work before anything is loaded; make a local model path absolute."""
     from pathlib import Path
 
+    from harness.files import check_directory_target
     from harness.templates import get_template
 
+    check_directory_target(args.training.output_dir, "--output_dir")
     local = Path(args.model.model_name_or_path).expanduser()
     if local.is_dir():  # a LoRA adapter records its base by this path: it must work from any folder
         args.model.model_name_or_path = str(local.resolve())
