@@ -6,7 +6,8 @@ Any of them that is a local directory holding `harness_train.json` — or a `che
 inside one — is a checkpoint this harness trained. When that record's `contamination.contaminated`
 is true (the check `harness train` runs on its datasets found evaluated questions), the gate and the
 leaderboard flag the run. Relative paths are taken from the current directory, as `harness eval`
-took them. A merged or copied checkpoint carries no training record, and so no flag.
+took them. `harness train merge` copies the adapter's record into the merged model; a checkpoint
+copied by other means carries no training record, and so no flag.
 """
 
 from __future__ import annotations

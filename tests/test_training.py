@@ -487,13 +487,14 @@ def test_devops_scores_at_each_save_become_run_records_and_scalars(sft_lora, dat
     assert [e.value for e in scalars] == pytest.approx([h["eval_devops_0shot_accuracy"] for h in logged])
 
 
-def test_merge_writes_a_plain_model_with_the_adapters_logits(sft_lora, tiny_model, tmp_path, data_dir):
+def test_merge_writes_a_plain_model_with_the_adapters_logits_and_training_record(sft_lora, tiny_model, tmp_path, data_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     merged = tmp_path / "merged"
     assert main(["train", "merge", "--model", str(tiny_model), "--adapter", str(sft_lora), "--output", str(merged)]) == 0
     assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
+    assert (merged / "harness_train.json").read_bytes() == (sft_lora / "harness_train.json").read_bytes()
     ids = torch.tensor([[5, 17, 42, 99, 7, 3, 250]])
     adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), sft_lora).eval()
     plain = AutoModelForCausalLM.from_pretrained(merged).eval()

@@ -62,9 +62,12 @@ def merge(loaded, output: Path) -> Path:
     """Write `loaded` (a harness LoadedModel: base + adapter) as one plain checkpoint at `output`.
 
     Written into a temporary sibling and renamed at the end, so a failed merge leaves nothing behind.
+    The adapter's `harness_train.json`, if it has one, is copied with it.
     """
     import shutil
     import tempfile
+
+    from harness.lineage import TRAINING_RECORD, training_records
 
     output = Path(output)
     check_merge_output(output)
@@ -76,6 +79,10 @@ def merge(loaded, output: Path) -> Path:
         merged = loaded.model.merge_and_unload()
         merged.save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
+        # The adapter's training record comes along, so the merged model keeps its lineage and, if
+        # its training data held evaluated questions, the gate and leaderboard still flag its runs.
+        for record in training_records({"adapter": loaded.info["adapter"]})[:1]:
+            shutil.copyfile(record, tmp / TRAINING_RECORD)
         if output.exists():
             output.rmdir()
         tmp.rename(output)
