@@ -155,12 +155,38 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         "requested_dtype": spec.dtype,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "architecture": (getattr(model.config, "architectures", None) or [type(model).__name__])[0],
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": count_parameters(model),
         "quantization": quantization_info(model, src),
         "trust_remote_code": spec.trust_remote_code,
         "device": device if not spec.device_map else f"device_map={spec.device_map}",
     }
     return LoadedModel(model, tokenizer, info, time.perf_counter() - start)
+
+
+def count_parameters(model) -> int:
+    """The weights a model stands for. A quantized linear layer counts as the in × out matrix (and
+    bias) it replaces, not as its packed storage: bitsandbytes 4-bit packs two weights in a byte,
+    GPT-QModel keeps its weights and bias in buffers. Shared (tied) parameters count once."""
+    import torch
+
+    total, seen = 0, set()
+    for module in model.modules():
+        own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for p in own)
+        total += sum(p.numel() for p in own)
+        n_in, n_out = getattr(module, "in_features", None), getattr(module, "out_features", None)
+        if not (isinstance(n_in, int) and isinstance(n_out, int)):
+            continue
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.nn.Parameter) and weight.numel() == n_in * n_out:
+            continue  # a plain (or int8, or quanto) weight: counted as it is
+        if any(p is weight for p in own):
+            total -= weight.numel()  # packed storage, replaced by the matrix it stands for
+        total += n_in * n_out
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, torch.Tensor) and not isinstance(bias, torch.nn.Parameter):
+            total += bias.numel()
+    return total
 
 
 def load_tokenizer(spec: ModelSpec, cache_dir: Path):

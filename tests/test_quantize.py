@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from scipy.stats import binomtest
+from transformers import AutoModelForCausalLM
 
 from harness.cli import main
 from harness.quantize.methods import METHODS, missing_packages
@@ -134,6 +135,9 @@ def test_quantized_checkpoint_is_marked_and_harness_eval_records_its_method_and_
     assert results["model"]["quantization"]["method"] == method
     assert results["model"]["quantization"]["bits"] == METHODS[method].bits[0]
     assert results["overall"]["n"] == 12
+    # The size the leaderboard groups by is the original model's, not the packed storage's.
+    original = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model).parameters())
+    assert results["model"]["parameters"] == original
 
 
 @pytest.mark.parametrize("method", [available(m) for m in INT8_METHODS])
