@@ -24,6 +24,8 @@ COMMANDS = (
     "harness.commands.chat",
     "harness.commands.contamination",
 )
+# Commands that pick up where an interrupted run stopped (finished questions, the last checkpoint).
+RESUMABLE = ("eval", "train")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -106,5 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness {args.command}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
-        print(f"harness {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        resume = "; run the same command again to resume" if args.command in RESUMABLE else ""
+        print(f"harness {args.command}: interrupted{resume}", file=sys.stderr)
         return 130

@@ -210,3 +210,19 @@ def test_lm_eval_export_into_a_file_or_an_unwritable_place(data_dir, tmp_path, c
     blocked = a_file / "tasks"  # its parent is a file: the directory cannot be made
     code = main(["tasks", "export-lm-eval", str(blocked), "--data-dir", str(data_dir)])
     _one_line_error(capsys, code, "cannot write", str(blocked))
+
+
+@pytest.mark.parametrize(("module", "argv", "hint"), [
+    ("harness.commands.evaluate", ["eval", "--model", "m"], True),
+    ("harness.commands.leaderboard", ["leaderboard", "runs"], False),
+])
+def test_ctrl_c_is_one_line_and_offers_resuming_only_where_a_rerun_resumes(monkeypatch, capsys, module, argv, hint):
+    import importlib
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(module), "run", interrupted)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err == f"harness {argv[0]}: interrupted" + ("; run the same command again to resume" if hint else "") + "\n"
