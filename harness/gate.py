@@ -14,12 +14,14 @@ row) compare the candidate's score with a number; they have no paired data to te
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 from harness.records import Run, check_comparable, setting
 from harness.stats import holm_adjust, mcnemar_exact, wilson_interval
+from reports.markdown import md_code, md_escape
 
 SCHEMA = "devops-eval/gate/1"
 PASS, REGRESSION = 0, 1
@@ -167,10 +169,12 @@ def _drop_check(c: Comparison, rule: str, max_drop: float, alpha: float, p: floa
 
 
 def _floor_check(floor: Floor, overall: Comparison) -> Check:
+    # Exact counts beside the score: a rounded score can print equal to the floor it misses.
     score = overall.candidate_score
+    shown = f"candidate {score:.3f} ({overall.candidate_correct}/{overall.n})"
     if score < floor.points:
-        return Check(floor.name, "floor", True, f"candidate {score:.2f} is below {floor.label} {floor.points:.2f}")
-    return Check(floor.name, "floor", False, f"candidate {score:.2f} reaches {floor.label} {floor.points:.2f}")
+        return Check(floor.name, "floor", True, f"{shown} is below {floor.label} {floor.points:.2f}")
+    return Check(floor.name, "floor", False, f"{shown} reaches {floor.label} {floor.points:.2f}")
 
 
 def decide(baseline: Run, candidate: Run, thresholds: Thresholds = Thresholds(), floors: Sequence[Floor] = ()) -> Verdict:
@@ -225,8 +229,12 @@ def exit_code(verdicts: Sequence[Verdict]) -> int:
 # --- renderings ------------------------------------------------------------------------------
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|")
+def _xml(text: object) -> str:
+    """`text` with the characters XML 1.0 cannot hold (control characters, NUL) replaced."""
+    return _NOT_XML.sub("\ufffd", str(text))
+
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _score(points: float, ci: tuple[float, float]) -> str:
@@ -249,10 +257,10 @@ def render_verdict_markdown(v: Verdict) -> str:
     lines = [
         f"## {'✅' if v.passed else '❌'} DevOps-Eval gate: {'pass' if v.passed else 'regression'} — {v.setting}",
         "",
-        f"Candidate `{_cell(v.candidate.path)}` ({_cell(v.candidate.model)}) against baseline "
-        f"`{_cell(v.baseline.path)}` ({_cell(v.baseline.model)}), {v.overall.n} questions compared one by one.",
+        f"Candidate {md_code(v.candidate.path)} ({md_escape(v.candidate.model)}) against baseline "
+        f"{md_code(v.baseline.path)} ({md_escape(v.baseline.model)}), {v.overall.n} questions compared one by one.",
         "",
-        *(f"> ⚠️ **Contamination**: the {side} model was {_cell(run.contamination)}\n" for side, run in
+        *(f"> ⚠️ **Contamination**: the {side} model was {md_escape(run.contamination)}\n" for side, run in
           (("candidate", v.candidate), ("baseline", v.baseline)) if run.contamination),
         "**Decided by**",
         "",
@@ -302,14 +310,14 @@ def render_junit(verdicts: Sequence[Verdict]) -> str:
             ("max_drop", f"{v.thresholds.max_drop:g}"), ("subject_max_drop", f"{v.thresholds.subject_max_drop:g}"),
             ("alpha", f"{v.thresholds.alpha:g}"),
         ):
-            ET.SubElement(props, "property", name=key, value=value)
+            ET.SubElement(props, "property", name=key, value=_xml(value))
         classname = f"gate.{v.protocol.replace('/', '.')}.{v.shots}-shot"
         for c in v.checks:
             case = ET.SubElement(suite, "testcase", classname=classname, name=c.name, time="0")
             if c.failed:
-                ET.SubElement(case, "failure", message=c.reason, type="regression").text = c.reason
+                ET.SubElement(case, "failure", message=_xml(c.reason), type="regression").text = _xml(c.reason)
             else:
-                ET.SubElement(case, "system-out").text = c.reason
+                ET.SubElement(case, "system-out").text = _xml(c.reason)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

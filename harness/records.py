@@ -77,12 +77,12 @@ class SampleLog:
         raw = self.path.read_bytes()
         raw = raw[: raw.rfind(b"\n") + 1]
         samples = {}
-        for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
             try:
-                d = json.loads(line)
-                s = Sample(d["subject"], int(d["id"]), d["gold"], d["pred"], tuple(d["logits"]), bool(d["correct"]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise RunError(f"{self.path} line {number}: not a sample record") from None
+                s = _sample(json.loads(line))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                why = f" ({e})" if isinstance(e, _BadSample) else ""
+                raise RunError(f"{self.path} line {number}: not a sample record{why}") from None
             samples[s.key] = s
         return samples
 
@@ -92,6 +92,23 @@ class SampleLog:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+class _BadSample(ValueError):
+    pass
+
+
+def _sample(d: dict) -> Sample:
+    """A sample line read back, refusing what the harness never writes (a reader trusts `correct`)."""
+    subject, id_, gold, pred, correct = d["subject"], d["id"], d["gold"], d["pred"], d["correct"]
+    logits = tuple(float(x) for x in d["logits"])
+    if not isinstance(subject, str) or type(id_) is not int:
+        raise _BadSample("subject must be a name and id a row number")
+    if gold not in LETTERS or pred not in LETTERS or len(logits) != len(LETTERS):
+        raise _BadSample("gold and pred must be letters A-D, logits four numbers")
+    if type(correct) is not bool or correct != (pred == gold):
+        raise _BadSample(f"correct is {correct!r} but pred {pred} and gold {gold}")
+    return Sample(subject, id_, gold, pred, logits, correct)
 
 
 def _line(sample: Sample) -> str:
@@ -182,12 +199,46 @@ def load_run(path: str | Path) -> Run:
         raise RunError(f"{results_file} is corrupt: {e}") from None
     if not isinstance(results, dict) or results.get("schema") != SCHEMA:
         raise RunError(f"{results_file} is not a run record of this harness (schema {SCHEMA})")
+    _check_shape(results, results_file)
     samples = list(SampleLog(path / SAMPLES).load().values())
-    if len(samples) != results.get("overall", {}).get("n"):
-        raise RunError(
-            f"{path}: {SAMPLES} has {len(samples)} questions but {RESULTS} counts {results.get('overall', {}).get('n')}"
-        )
+    _check_counts(results, samples, path)
     return Run(path, results, samples)
+
+
+def _check_shape(results: dict, results_file: Path) -> None:
+    """The parts of a run record its readers rely on, with the types they rely on."""
+    for key in ("model", "protocol", "task", "subjects", "overall"):
+        if not isinstance(results.get(key), dict):
+            raise RunError(f"{results_file}: '{key}' is missing or not an object")
+    p, m = results["protocol"], results["model"]
+    if not (isinstance(p.get("name"), str) and isinstance(p.get("version"), str) and type(p.get("shots")) is int):
+        raise RunError(f"{results_file}: protocol needs a name, a version (text) and shots (a whole number)")
+    if not isinstance(m.get("name"), str):
+        raise RunError(f"{results_file}: model needs a name")
+    for where, part in [*((f"subjects.{k}", v) for k, v in results["subjects"].items()), ("overall", results["overall"])]:
+        if not isinstance(part, dict) or type(part.get("n")) is not int or type(part.get("correct")) is not int:
+            raise RunError(f"{results_file}: {where} needs whole numbers n and correct")
+
+
+def _check_counts(results: dict, samples: list[Sample], path: Path) -> None:
+    """results.json must say what its samples say: readers use one or the other."""
+    subjects = list(results["subjects"])
+    stray = sorted({s.subject for s in samples} - set(subjects))
+    if stray:
+        raise RunError(f"{path}: {SAMPLES} has questions of {', '.join(stray)}, which {RESULTS} does not list")
+    counted = summarize(samples, subjects)
+    for where, ours, theirs in [
+        *((f"subjects.{k}", counted["subjects"][k], results["subjects"][k]) for k in subjects),
+        ("overall", counted["overall"], results["overall"]),
+    ]:
+        for field in ("n", "correct"):
+            if ours[field] != theirs[field]:
+                raise RunError(
+                    f"{path}: {RESULTS} {where}.{field} is {theirs[field]} but {SAMPLES} gives {ours[field]}"
+                )
+        score = "micro" if where == "overall" else "accuracy"
+        if not isinstance(theirs.get(score), int | float) or abs(theirs[score] - ours[score]) > 1e-9:
+            raise RunError(f"{path}: {RESULTS} {where}.{score} is {theirs.get(score)!r} but {SAMPLES} gives {ours[score]:.6f}")
 
 
 # --- comparability: may two runs be compared question by question? ------------------------------

@@ -145,7 +145,7 @@ def facts(run: Run) -> RunFacts:
         subjects = {k: _score(r["subjects"][k], "accuracy", "ci95") for k in setting.subjects}
         micro = _score(o, "micro", "micro_ci95")
         macro = Score(None, None, float(o["macro"]), *map(float, o["macro_ci95"]))
-        published = _is_published(t["data"])
+        published = is_published(t["data"])
         parameters = m.get("parameters")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise RunError(f"{where} lacks a field the reports need ({_describe(e)}); is it from an older harness?") from None
@@ -183,7 +183,7 @@ def data_origin(run: Run) -> str:
     return "hub" if any("hub" in src for src in sources) else "local"
 
 
-def _is_published(data: dict) -> bool:
+def is_published(data: dict) -> bool:
     from tasks import all_subjects
 
     published = {s.key: s.content_sha256 for s in all_subjects()}

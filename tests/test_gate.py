@@ -249,6 +249,46 @@ def test_a_run_on_other_data_or_another_protocol_version_is_refused(small_runs, 
     assert "protocol.version differs (1 in the baseline, 2 in the candidate)" in capsys.readouterr().err
 
 
+def _edit_results(run_dir: Path, edit) -> None:
+    results = json.loads((run_dir / "results.json").read_text())
+    edit(results)
+    (run_dir / "results.json").write_text(json.dumps(results))
+
+
+def _edit_first_sample(run_dir: Path, edit) -> None:
+    lines = (run_dir / "samples.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    edit(first)
+    (run_dir / "samples.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda r: _edit_results(r, lambda x: x.pop("protocol")), "results.json: 'protocol' is missing or not an object"),
+        (lambda r: _edit_results(r, lambda x: x.update(protocol="devops")), "'protocol' is missing or not an object"),
+        (lambda r: _edit_results(r, lambda x: x["protocol"].update(shots="0")), "protocol needs a name, a version (text) and shots"),
+        (lambda r: _edit_results(r, lambda x: x.pop("model")), "results.json: 'model' is missing or not an object"),
+        (lambda r: _edit_results(r, lambda x: x.update(overall=[1])), "'overall' is missing or not an object"),
+        (lambda r: _edit_results(r, lambda x: x["overall"].update(micro=0.6)), "results.json overall.micro is 0.6 but samples.jsonl gives"),
+        (lambda r: _edit_results(r, lambda x: x["subjects"]["computer_network"].update(correct=2, accuracy=1.0)),
+         "results.json subjects.computer_network.correct is 2 but samples.jsonl gives"),
+        (lambda r: _edit_first_sample(r, lambda s: s.update(correct="false")), "samples.jsonl line 1: not a sample record (correct is 'false'"),
+        (lambda r: _edit_first_sample(r, lambda s: s.update(correct=s["pred"] != s["gold"])), "samples.jsonl line 1: not a sample record (correct is"),
+        (lambda r: _edit_first_sample(r, lambda s: s.update(logits="abcd")), "samples.jsonl line 1: not a sample record"),
+        (lambda r: _edit_first_sample(r, lambda s: s.update(pred="E")), "gold and pred must be letters A-D"),
+    ],
+)
+def test_a_damaged_run_record_is_bad_input_not_a_regression(small_runs, tmp_path, capsys, damage, message):
+    # Exit 1 is the CI signal for a regression: a record the gate cannot trust must never produce it.
+    damaged = shutil.copytree(small_runs / "base", tmp_path / "damaged")
+    damage(damaged)
+    assert _gate(small_runs / "base", damaged, "--junit", tmp_path / "j.xml") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("harness gate: error: ") and message in err, err
+    assert not (tmp_path / "j.xml").exists()
+
+
 def test_the_same_questions_read_from_other_bytes_are_comparable(small_runs, tmp_path):
     # A Hub parquet copy and a local CSV of the same cells differ in bytes, not in content.
     base = small_runs / "base"
@@ -307,10 +347,14 @@ def test_a_large_drop_in_a_small_subject_is_reported_but_not_significant(runs, t
 
 
 def test_min_score_is_an_absolute_floor(runs, capsys):
-    score = load_run(runs / "baseline").results["overall"]["micro"] * 100
+    overall = load_run(runs / "baseline").results["overall"]
+    score, counts = overall["micro"] * 100, f"({overall['correct']}/{overall['n']})"
     assert _gate(runs / "baseline", runs / "rerun", "--min-score", f"{score - 1:.2f}") == 0
     assert _gate(runs / "baseline", runs / "rerun", "--min-score", f"{score + 0.5:.2f}") == 1
-    assert f"candidate {score:.2f} is below --min-score {score + 0.5:.2f}" in capsys.readouterr().out
+    assert f"candidate {score:.3f} {counts} is below --min-score {score + 0.5:.2f}" in capsys.readouterr().out
+    # A floor just above the score must not read as if the score reached it.
+    assert _gate(runs / "baseline", runs / "rerun", "--min-score", f"{score + 0.004:.3f}") == 1
+    assert f"candidate {score:.3f} {counts} is below" in capsys.readouterr().out
 
 
 def test_min_reference_is_a_floor_at_the_published_row_of_the_same_shots(runs, tmp_path, capsys):
@@ -321,8 +365,31 @@ def test_min_reference_is_a_floor_at_the_published_row_of_the_same_shots(runs, t
     cases = ET.parse(tmp_path / "j.xml").getroot().iter("testcase")
     failing = [c.get("name") for c in cases if c.find("failure") is not None]
     assert failing == ["min-reference Qwen-7B-Base"]
-    assert _gate(runs / "baseline", runs / "rerun", "--min-reference", "DevOps-Model-14B-Chat") == 0
-    assert "reaches DevOps-Model-14B-Chat's reported 0-shot score 74.04" in capsys.readouterr().out
+    assert _gate(runs / "baseline", runs / "rerun", "--min-reference", "DevOps-Model-14B-Base") == 0
+    assert "reaches DevOps-Model-14B-Base's reported 0-shot score 70.73" in capsys.readouterr().out
+
+
+def test_min_reference_needs_the_cards_protocol_version_and_published_data(runs, tmp_path, capsys):
+    samples = load_run(runs / "baseline").samples
+    v2 = shutil.copytree(runs / "baseline", tmp_path / "v2")
+    rewrite_run(v2, samples, protocol__version="2")
+    assert _gate(v2, v2, "--min-reference", "Qwen-7B-Base") == 2
+    assert "the model card's scores are protocol devops v1; " in capsys.readouterr().err
+    other = shutil.copytree(runs / "baseline", tmp_path / "other-data")
+    rewrite_run(other, samples, task__data__computer_network__val__content_sha256="0" * 64)
+    assert _gate(other, other, "--min-reference", "Qwen-7B-Base") == 2
+    assert "the model card's scores are on the published files; " in capsys.readouterr().err
+
+
+def test_a_model_name_cannot_inject_markdown_html_or_break_the_junit_xml(small_runs, tmp_path, capsys):
+    candidate = shutil.copytree(small_runs / "base", tmp_path / "candidate")
+    name = "m\n\n## ✅ all good <img src=x onerror=alert(1)> | `x` \x1b\x00"
+    rewrite_run(candidate, load_run(candidate).samples, model__name=name)
+    assert _gate(small_runs / "base", candidate, "--junit", tmp_path / "j.xml") == 0
+    out = capsys.readouterr().out
+    assert "\n## ✅ all good" not in out and "<img" not in out and "\x00" not in out
+    properties = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "j.xml").getroot().iter("property")}
+    assert properties["candidate_model"].startswith("m\n\n## ✅ all good <img")  # XML escapes it; it parses
 
 
 @pytest.mark.parametrize(
@@ -332,6 +399,8 @@ def test_min_reference_is_a_floor_at_the_published_row_of_the_same_shots(runs, t
         ("cmmlu", "Qwen-7B-Base", "measured with the devops protocol; "),
         ("one-shot", "Qwen-7B-Base", "reports 0- and 5-shot scores only; "),
         ("base", "Qwen-7B-Base", "are over all 574 questions; "),
+        ("base", "Qwen-7B-Chat", "the model card scored Qwen-7B-Chat as a chat model (chatml); "),
+        ("chat", "Qwen-7B-Base", "the model card scored Qwen-7B-Base without a chat template; "),
     ],
 )
 def test_min_reference_is_refused_where_the_published_number_does_not_apply(small_runs, run, reference, message, capsys):
@@ -463,6 +532,9 @@ def test_eval_refuses_a_baseline_that_cannot_gate_it_before_scoring(small_runs, 
     assert _eval(tiny_model, tmp_path / "new", data_dir, "--shots", "0", "--limit", "3",
                  "--gate-baseline", small_runs / "base") == 2
     assert "cannot gate this evaluation: task.limit is 2 there, 3 here" in capsys.readouterr().err
+    assert _eval(tiny_model, tmp_path / "new", data_dir, "--shots", "0", "--limit", "2", "--subjects", "computer_network",
+                 "--gate-baseline", small_runs / "base") == 2
+    assert "cannot gate this evaluation: task.subjects is " in capsys.readouterr().err
     assert _eval(tiny_model, tmp_path / "new", data_dir, "--shots", "0", "--max-drop", "2") == 2
     assert "--max-drop is a gate flag: add --gate-baseline RUN_DIR" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()

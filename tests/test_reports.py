@@ -238,7 +238,7 @@ def test_report_on_a_corrupt_results_json(runs, tmp_path, capsys):
     bad = tmp_path / "bad"
     shutil.copytree(runs["a"], bad)
     (bad / "results.json").write_text(json.dumps({"schema": "devops-eval/run/1", "overall": {"n": QUESTIONS}}))
-    _one_line_error(capsys, main(["report", str(bad), "--output", str(tmp_path / "r.md")]), "lacks a field", "results.json")
+    _one_line_error(capsys, main(["report", str(bad), "--output", str(tmp_path / "r.md")]), "results.json", "'model' is missing")
     assert not (tmp_path / "r.md").exists()
 
 

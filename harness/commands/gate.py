@@ -140,6 +140,10 @@ def floors(gate_plan: GatePlan, candidate: Run) -> list[Floor]:
     return out
 
 
+def _prompted(chat: str | None) -> str:
+    return f"as a chat model ({chat})" if chat else "without a chat template"
+
+
 def reference_floor(ref: Reference, run: Run) -> Floor:
     """The reference row's score at the run's shots; refused where the card's number does not apply."""
     from harness.gate import Floor
@@ -150,6 +154,14 @@ def reference_floor(ref: Reference, run: Run) -> Floor:
     if p["name"] != ref.protocol:
         raise HarnessError(
             f"{where}: the model card's scores were measured with the {ref.protocol} protocol; {run.path} used {p['name']}"
+        )
+    if p["version"] != ref.protocol_version:
+        raise HarnessError(
+            f"{where}: the model card's scores are protocol {ref.protocol} v{ref.protocol_version}; {run.path} used v{p['version']}"
+        )
+    if p.get("chat") != ref.chat:
+        raise HarnessError(
+            f"{where}: the model card scored {ref.name} {_prompted(ref.chat)}; {run.path} was scored {_prompted(p.get('chat'))}"
         )
     score = ref.score(p["shots"])
     if score is None:
@@ -163,6 +175,10 @@ def reference_floor(ref: Reference, run: Run) -> Floor:
         raise HarnessError(
             f"{where}: the model card's scores are on the text as published; {run.path} used --normalize {task['normalize']}"
         )
+    from reports.facts import is_published
+
+    if not is_published(task.get("data") or {}):
+        raise HarnessError(f"{where}: the model card's scores are on the published files; {run.path} read other data")
     return Floor(f"min-reference {ref.name}", f"{ref.name}'s reported {p['shots']}-shot score", score)
 
 
@@ -272,7 +288,9 @@ class EvalGate:
 
 
 # What an evaluation's flags fix about its record, checked against the baseline up front.
-_EVAL_SETTINGS = ("protocol.name", "protocol.version", "protocol.shots", "protocol.chat", "task.normalize", "task.limit")
+_EVAL_SETTINGS = (
+    "protocol.name", "protocol.version", "protocol.shots", "protocol.chat", "task.normalize", "task.subjects", "task.limit",
+)
 
 
 def eval_gate(args, shots_list: list[int]) -> EvalGate | None:
@@ -280,7 +298,7 @@ def eval_gate(args, shots_list: list[int]) -> EvalGate | None:
     plan and the baselines, refused now if they cannot gate this evaluation (before hours of scoring)."""
     from harness.commands.args import chat_mode
     from harness.records import IncompatibleRuns, setting_difference, show_setting
-    from tasks import get_protocol
+    from tasks import get_protocol, select_subjects
 
     if not args.gate_baseline:
         given = [name for name in GATE_FLAGS if getattr(args, name) is not None]
@@ -292,10 +310,11 @@ def eval_gate(args, shots_list: list[int]) -> EvalGate | None:
     source = Path(args.gate_baseline)
     baselines = match_baselines(load_runs(source), shots_list, source)
     version = get_protocol(args.protocol).version
+    subjects = [x.key for x in select_subjects(args.subjects.split(",") if args.subjects else None)]
     for shots, baseline in baselines.items():
         planned = {
             "protocol": {"name": args.protocol, "version": version, "shots": shots, "chat": chat_mode(args)},
-            "task": {"normalize": args.normalize, "limit": args.limit},
+            "task": {"normalize": args.normalize, "subjects": subjects, "limit": args.limit},
         }
         diff = setting_difference(baseline.results, planned, _EVAL_SETTINGS)
         if diff:
