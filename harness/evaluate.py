@@ -83,12 +83,17 @@ def prepare(loaded: LoadedModel, data: list[SubjectData], settings: EvalSettings
     return Prepared(keys, questions, encoded)
 
 
-def run_settings(loaded: LoadedModel, data: list[SubjectData], settings: EvalSettings, data_info: dict) -> dict:
-    """What identifies a run: a resumed run must agree on every field."""
+# What identifies the model of a run (LoadedModel.info keys); `weights` changes when the files do.
+MODEL_IDENTITY = ("name", "revision", "adapter", "gguf_file", "dtype", "weights")
+
+
+def run_settings(model_info: dict | None, data: list[SubjectData], settings: EvalSettings, data_info: dict) -> dict:
+    """What identifies a run: a resumed run must agree on every field. Without `model_info`, the
+    settings a run directory can be checked against before the model is loaded."""
     fmt = settings.fmt
     return {
         "schema": SCHEMA,
-        "model": {k: loaded.info[k] for k in ("name", "revision", "adapter", "gguf_file", "dtype")},
+        **({"model": {k: model_info.get(k) for k in MODEL_IDENTITY}} if model_info is not None else {}),
         "protocol": {"name": fmt.protocol.name, "version": fmt.protocol.version, "shots": fmt.shots, "chat": fmt.chat},
         "task": {
             "group": GROUP,
@@ -110,31 +115,41 @@ def _first_difference(old, new, path=""):
     return None if old == new else (path, old, new)
 
 
-def _open_run_dir(out_dir: Path, settings_record: dict) -> bool:
-    """Create the run directory or check that it holds the same run; True if newly created."""
+def check_run_dir(out_dir: Path, settings_record: dict) -> bool:
+    """Whether `out_dir` holds a run started with these settings (False: it is absent or empty).
+    A run of other settings, or a directory holding something else, is a RunError. Only the parts
+    `settings_record` has are compared: without its model, this is the check made before loading."""
     settings_file = out_dir / SETTINGS
     if settings_file.is_file():
         try:
             old = json.loads(settings_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RunError(f"{settings_file} is corrupt ({e}); choose another --output") from None
-        diff = _first_difference(old, settings_record)
+        diff = _first_difference({k: old.get(k) for k in settings_record} if isinstance(old, dict) else old, settings_record)
         if diff:
             where, was, now = diff
+            why = " (the model's files changed since that run)" if where == "model.weights" else ""
             raise RunError(
-                f"{out_dir} holds a run with other settings ({where}: {was!r} there, {now!r} now); "
+                f"{out_dir} holds a run with other settings ({where}: {was!r} there, {now!r} now){why}; "
                 "choose another --output"
             )
-        return False
+        return True
     if out_dir.exists() and any(out_dir.iterdir()):
         raise RunError(f"{out_dir} exists and is not a run directory of this harness; choose another --output")
+    return False
+
+
+def _open_run_dir(out_dir: Path, settings_record: dict) -> tuple[bool, bool]:
+    """Create the run directory or check that it holds the same run: (directory made, run started)."""
+    if check_run_dir(out_dir, settings_record):
+        return False, False
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot create {out_dir}: {e.strerror or e}") from None
-    write_json(settings_file, settings_record)
-    return created
+    write_json(out_dir / SETTINGS, settings_record)
+    return created, True
 
 
 @dataclass(frozen=True)
@@ -185,38 +200,39 @@ def evaluate(
     torch.manual_seed(settings.seed)
     prepared = prepare(loaded, data, settings)
     prepare_seconds = time.perf_counter() - t0
-    record = run_settings(loaded, data, settings, data_info)
+    record = run_settings(loaded.info, data, settings, data_info)
     out_dir = Path(out_dir)
-    created = _open_run_dir(out_dir, record) if workers.is_main else False
-    workers.barrier()
-    if not workers.is_main:
-        _open_run_dir(out_dir, record)
-    own_log = rank_sample_log(out_dir, workers.rank, workers.world_size)
-    own_log.repair()
-    done = read_all_samples(out_dir)
-    workers.barrier()  # every worker has read what is done before anyone appends
-    keys = [[(key, q.id) for q in qs] for key, qs in zip(prepared.subject_keys, prepared.questions)]
-    wanted = [k for group in keys for k in group]
-    stray = sorted(set(done) - set(wanted))
-    if stray:
-        raise RunError(f"{out_dir} holds question {stray[0]} that this run does not score; choose another --output")
-    resumed = len(done)
-
-    plan = plan_batches(
-        prepared.encoded,
-        batch_size=settings.batch_size,
-        max_batch_tokens=settings.max_batch_tokens,
-        prefix_cache=settings.prefix_cache,
-    )
-    pending = [b for b in plan if not all(keys[b.group][i] in done for i in b.items)]
-
-    def cost(b: Batch) -> int:
-        return sum(len(prepared.encoded[b.group][i].input_ids) - b.prefix_len for i in b.items)
-
-    mine = assign(pending, cost, workers)
-    scorer = letter_scorer(loaded)
-    t1 = time.perf_counter()
+    created, started = _open_run_dir(out_dir, record) if workers.is_main else (False, False)
+    done: dict = {}
     try:
+        workers.barrier()
+        if not workers.is_main:
+            _open_run_dir(out_dir, record)
+        own_log = rank_sample_log(out_dir, workers.rank, workers.world_size)
+        own_log.repair()
+        done = read_all_samples(out_dir)
+        workers.barrier()  # every worker has read what is done before anyone appends
+        keys = [[(key, q.id) for q in qs] for key, qs in zip(prepared.subject_keys, prepared.questions)]
+        wanted = [k for group in keys for k in group]
+        stray = sorted(set(done) - set(wanted))
+        if stray:
+            raise RunError(f"{out_dir} holds question {stray[0]} that this run does not score; choose another --output")
+        resumed = len(done)
+
+        plan = plan_batches(
+            prepared.encoded,
+            batch_size=settings.batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
+            prefix_cache=settings.prefix_cache,
+        )
+        pending = [b for b in plan if not all(keys[b.group][i] in done for i in b.items)]
+
+        def cost(b: Batch) -> int:
+            return sum(len(prepared.encoded[b.group][i].input_ids) - b.prefix_len for i in b.items)
+
+        mine = assign(pending, cost, workers)
+        scorer = letter_scorer(loaded)
+        t1 = time.perf_counter()
         with tqdm(
             total=sum(len(b.items) for b in mine),
             unit="q",
@@ -236,8 +252,12 @@ def evaluate(
                 done.update((s.key, s) for s in new)
                 bar.update(len(batch.items))
     except BaseException:
-        if created and not done and workers.world_size == 1:
-            shutil.rmtree(out_dir, ignore_errors=True)  # leave nothing half-written behind
+        if started and not done and workers.world_size == 1:  # leave nothing half-written behind
+            if created:
+                shutil.rmtree(out_dir, ignore_errors=True)
+            else:  # the directory was there, empty: empty it again
+                for path in out_dir.iterdir():
+                    path.unlink(missing_ok=True)
         raise
     score_seconds = time.perf_counter() - t1
     workers.barrier()

@@ -157,10 +157,33 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         "architecture": (getattr(model.config, "architectures", None) or [type(model).__name__])[0],
         "parameters": count_parameters(model),
         "quantization": quantization_info(model, src),
+        "weights": weights_fingerprint(src),
         "trust_remote_code": spec.trust_remote_code,
         "device": device if not spec.device_map else f"device_map={spec.device_map}",
     }
     return LoadedModel(model, tokenizer, info, time.perf_counter() - start)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".json")
+
+
+def weights_fingerprint(src: _Source) -> str | None:
+    """Names, sizes and modification times of a local model's (and adapter's) weight and config
+    files, hashed: a checkpoint retrained in place gets a new fingerprint, so a run of the old one
+    is not resumed with it. None for a Hub model, whose revision (commit) says the same."""
+    import hashlib
+
+    places = [Path(src.path) / src.gguf_file if src.gguf_file else Path(src.path)] if src.local else []
+    places += [Path(src.adapter)] if src.adapter else []
+    if not places:
+        return None
+    digest = hashlib.sha256()
+    for place in places:
+        files = sorted(f for f in place.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES) if place.is_dir() else [place]
+        for f in files:
+            stat = f.stat()
+            digest.update(f"{f.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def count_parameters(model) -> int:

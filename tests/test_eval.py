@@ -145,6 +145,49 @@ def test_other_settings_in_the_same_directory_are_refused_and_nothing_is_overwri
     assert (five_shot_run / "results.json").read_bytes() == before
 
 
+def test_other_settings_are_refused_before_the_model_loads(five_shot_run, data_dir, tmp_path, capsys):
+    # The model does not exist: the refusal must come from the run directory, before any loading.
+    assert _eval(tmp_path / "no-model", five_shot_run, data_dir, "--shots", "0") == 2
+    assert "holds a run with other settings (protocol.shots: 5 there, 0 now)" in capsys.readouterr().err
+
+
+def test_a_model_retrained_in_place_does_not_resume_the_old_models_run(tiny_model, data_dir, tmp_path, capsys):
+    model = shutil.copytree(tiny_model, tmp_path / "ckpt")
+    out = tmp_path / "run"
+    assert _eval(model, out, data_dir, "--shots", "0", "--limit", "1") == 0
+    weights = model / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # new files at the same path
+    before = (out / "results.json").read_bytes()
+    assert _eval(model, out, data_dir, "--shots", "0", "--limit", "1") == 2
+    err = capsys.readouterr().err
+    assert "holds a run with other settings (model.weights:" in err and "the model's files changed since that run" in err
+    assert (out / "results.json").read_bytes() == before
+
+
+def test_several_shots_into_a_single_run_directory_are_refused(tiny_model, data_dir, tmp_path, capsys):
+    assert _eval(tiny_model, tmp_path / "one", data_dir, "--shots", "0", "--limit", "1") == 0
+    assert _eval(tiny_model, tmp_path / "one", data_dir, "--shots", "0", "--shots", "5", "--limit", "1") == 2
+    assert "holds a run of one setting; several --shots need a directory of their own" in capsys.readouterr().err
+    assert not (tmp_path / "one" / "shots-0").exists()
+
+
+def test_a_run_that_fails_before_scoring_leaves_an_empty_output_directory_empty(tiny_model, data_dir, tmp_path, monkeypatch):
+    import harness.evaluate
+
+    def broken(loaded):
+        raise RuntimeError("scorer failed")
+
+    monkeypatch.setattr(harness.evaluate, "letter_scorer", broken)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="scorer failed"):
+        _eval(tiny_model, tmp_path / "empty", data_dir, "--shots", "0", "--limit", "1")
+    assert list((tmp_path / "empty").iterdir()) == []
+    with pytest.raises(RuntimeError, match="scorer failed"):
+        _eval(tiny_model, tmp_path / "new", data_dir, "--shots", "0", "--limit", "1")
+    assert not (tmp_path / "new").exists()
+
+
 def test_chat_prompts_are_scored_after_the_assistant_header(tiny_model, data_dir, tmp_path):
     assert _eval(tiny_model, tmp_path / "chat", data_dir, "--chat", "--shots", "0", "--limit", "2") == 0
     run = load_run(tmp_path / "chat")

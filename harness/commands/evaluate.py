@@ -47,9 +47,10 @@ def register(sub) -> None:
 def run(args) -> int:
     from dataclasses import replace
 
-    from harness.evaluate import EvalSettings, evaluate
+    from harness.evaluate import EvalSettings, check_run_dir, evaluate, run_settings
     from harness.models import load_model
     from harness.prompts import PromptFormat
+    from harness.records import SETTINGS
     from tasks import check_shots, get_protocol
 
     shots_list = list(dict.fromkeys(args.shots or [5]))
@@ -62,9 +63,25 @@ def run(args) -> int:
     if args.batch_size < 1 or args.max_batch_tokens < 1:
         raise HarnessError("--batch-size and --max-batch-tokens must be at least 1")
     gate = eval_gate(args, shots_list)  # before scoring: a bad baseline should not cost an evaluation
+    multi = len(shots_list) > 1
     for shots in shots_list:  # nor an output directory that cannot be made
-        check_directory_target(output_dir(args, shots, multi=len(shots_list) > 1))
+        check_directory_target(output_dir(args, shots, multi))
+    if multi and args.output and (Path(args.output) / SETTINGS).is_file():
+        raise HarnessError(f"--output {args.output} holds a run of one setting; several --shots need a directory of their own")
     data, data_info = load_data(args)
+    runs = {
+        shots: EvalSettings(
+            fmt=PromptFormat(protocol, shots, chat),
+            limit=args.limit,
+            batch_size=args.batch_size,
+            max_batch_tokens=args.max_batch_tokens,
+            prefix_cache=not args.no_prefix_cache,
+            seed=args.seed,
+        )
+        for shots in shots_list
+    }
+    for shots, settings in runs.items():  # a run of other settings there is refused before the model loads
+        check_run_dir(output_dir(args, shots, multi), run_settings(None, data, settings, data_info))
     workers = workers_from_env()
     spec = model_spec(args)
     if workers.world_size > 1 and spec.device == "auto" and spec.device_map is None:
@@ -77,24 +94,16 @@ def run(args) -> int:
         loaded = load_vllm(spec, cache_dir(), args.tensor_parallel_size)
     else:
         loaded = load_model(spec, cache_dir())
-    runs = {}
-    for shots in shots_list:
-        out = output_dir(args, shots, multi=len(shots_list) > 1)
-        settings = EvalSettings(
-            fmt=PromptFormat(protocol, shots, chat),
-            limit=args.limit,
-            batch_size=args.batch_size,
-            max_batch_tokens=args.max_batch_tokens,
-            prefix_cache=not args.no_prefix_cache,
-            seed=args.seed,
-        )
+    written = {}
+    for shots, settings in runs.items():
+        out = output_dir(args, shots, multi)
         results = evaluate(
             loaded, data, settings, out, data_info=data_info, workers=workers, progress=not args.no_progress
         )
         if results is not None:  # the main worker's: it wrote the record
             print(format_summary(out, results))
-            runs[shots] = out
-    return gate.judge(runs) if gate and workers.is_main else 0
+            written[shots] = out
+    return gate.judge(written) if gate and workers.is_main else 0
 
 
 def workers_from_env():
