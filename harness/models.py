@@ -112,6 +112,8 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
 
     start = time.perf_counter()
     src = resolve_source(spec, cache_dir)
+    if spec.revision and src.local:
+        raise ModelError(f"--revision {spec.revision} is for Hub models; {src.path} is a local model")
     dtype = _dtype_arg(spec.dtype)
     device = resolve_device(spec.device)
     tokenizer = _load_tokenizer(spec, src)
@@ -240,10 +242,12 @@ def _with_adapter(model, adapter: str):
     path = Path(adapter).expanduser()
     if not (path / "adapter_config.json").is_file():
         raise ModelError(f"--adapter {adapter} is not a PEFT adapter directory (no adapter_config.json)")
-    from peft import PeftModel
-
     try:
-        return PeftModel.from_pretrained(model, str(path))
+        # peft imports GPT-QModel where it is installed, which prints a banner on stdout (results' stream).
+        with contextlib.redirect_stdout(sys.stderr):
+            from peft import PeftModel
+
+            return PeftModel.from_pretrained(model, str(path))
     except Exception as e:
         raise ModelError(f"cannot load adapter {adapter}: {_reason(e)}") from None
 

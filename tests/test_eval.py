@@ -234,3 +234,13 @@ def test_lora_adapter_is_applied_and_recorded(tiny_model, data_dir, tmp_path):
 
     assert not np.allclose(logits(lora_run), logits(base_run))
     np.testing.assert_allclose(logits(dir_run), logits(lora_run), rtol=1e-5)
+    # stdout holds the summary only: peft's import of GPT-QModel prints a banner, sent to stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "eval", "--model", str(adapter), "--data-dir", str(data_dir), "--limit", "1",
+         "--subjects", "computer_network", "--output", str(tmp_path / "fresh"), "--no-progress"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(str(tmp_path / "fresh") + "  ("), done.stdout[:500]
+    # --revision names a Hub commit: for a local model it would be recorded but never used
+    assert _eval(tiny_model, tmp_path / "rev", data_dir, "--limit", "1", "--revision", "v1.0") == 2
