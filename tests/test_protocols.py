@@ -118,6 +118,15 @@ def test_harness_prompt_prints_the_prompt_and_nothing_else(protocol, data_dir, c
     assert out == EXPECTED[protocol]("college_programming", dev[:5], q).encode("utf-8")
 
 
+@pytest.mark.parametrize("subject", ["devops", "computer_network,machine_learning", "networking"])
+def test_harness_prompt_takes_exactly_one_subject(subject, data_dir, capsys):
+    code = main(["prompt", "--subject", subject, "--row", "0", "--data-dir", str(data_dir)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.strip() == f"harness prompt: error: --subject {subject!r}: give one subject key (computer_science, " \
+        "computer_security, machine_learning, college_programming, computer_architecture, computer_network)"
+
+
 def test_harness_prompt_chat_wraps_in_one_chatml_user_turn(data_dir, capsysbinary):
     q = _rows(data_dir, "computer_network", "val")[3]
     dev = _rows(data_dir, "computer_network", "dev")

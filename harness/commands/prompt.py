@@ -32,8 +32,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from harness.prompts import PromptFormat, subject_prompts
-    from tasks import check_shots, get_protocol
+    from tasks import all_subjects, check_shots, get_protocol
 
+    keys = [s.key for s in all_subjects()]
+    if args.subject not in keys:
+        raise HarnessError(f"--subject {args.subject!r}: give one subject key ({', '.join(keys)})")
     shots = check_shots(args.shots[-1] if args.shots else 5)
     fmt = PromptFormat(get_protocol(args.protocol), shots, chat_mode(args))
     args.subjects = args.subject
