@@ -27,6 +27,13 @@ class PromptFormat:
     def __post_init__(self):
         if self.chat not in (None, *CHAT_TEMPLATES):
             raise HarnessError(f"unknown chat template {self.chat!r}; choose one of {', '.join(CHAT_TEMPLATES)}")
+        if self.chat and self.protocol.move_trailing_whitespace:
+            # Its continuations (" A") carry the space that ends the bare prompt; after an assistant
+            # header there is none to move, and the letters would not be what the protocol scores.
+            raise HarnessError(
+                f"the {self.protocol.name} protocol has no chat form (its continuations follow the bare prompt); "
+                "drop --chat, or use the devops, cmmlu or ceval protocol"
+            )
 
     @property
     def add_special_tokens(self) -> bool:

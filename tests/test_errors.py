@@ -80,6 +80,12 @@ def test_unknown_protocol(tiny_model, data_dir, tmp_path, capsys):
     _one_line_error(capsys, e.value.code, "--protocol", "'mmlu'")
 
 
+def test_lm_eval_protocol_with_chat(tiny_model, data_dir, tmp_path, capsys):
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--protocol", "lm-eval", "--chat", "--limit", "1")
+    _one_line_error(capsys, code, "the lm-eval protocol has no chat form")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("shots", ["6", "-1"])
 def test_shots_outside_0_to_5(tiny_model, data_dir, tmp_path, capsys, shots):
     code = _eval(tiny_model, data_dir, tmp_path / "out", "--shots", shots)
