@@ -19,12 +19,17 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
 
 
 def macro_interval(parts: list[tuple[int, int]], z: float = Z95) -> tuple[float, float]:
-    """Normal interval for the unweighted mean of independent per-subject accuracies."""
+    """Normal interval for the unweighted mean of independent per-subject accuracies.
+
+    Each subject's variance is taken at its Agresti–Coull estimate (k + z²/2) / (n + z²), not at
+    k/n: a subject answered all right or all wrong is still uncertain, and the interval must not
+    shrink to a point (as the plain estimate's zero variance would make it)."""
     parts = [(k, n) for k, n in parts if n]
     if not parts:
         return (0.0, 1.0)
     mean = sum(k / n for k, n in parts) / len(parts)
-    var = sum((k / n) * (1 - k / n) / n for k, n in parts) / len(parts) ** 2
+    z2 = z * z
+    var = sum(p * (1 - p) / (n + z2) for p, n in (((k + z2 / 2) / (n + z2), n) for k, n in parts)) / len(parts) ** 2
     half = z * math.sqrt(var)
     return (max(0.0, mean - half), min(1.0, mean + half))
 

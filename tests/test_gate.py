@@ -323,6 +323,19 @@ def test_holm_adjustment_is_step_down_and_monotone():
     assert holm_adjust([]) == []
 
 
+
+def test_macro_interval_never_collapses_and_matches_the_normal_one_for_large_subjects():
+    from harness.stats import macro_interval
+
+    low, high = macro_interval([(2, 2), (2, 2), (0, 2)])  # every subject all right or all wrong
+    assert low < 2 / 3 < high and high - low > 0.2
+    assert macro_interval([(2, 2)])[1] == 1.0 and macro_interval([(2, 2)])[0] < 1.0
+    # with thousands of questions per subject the correction vanishes: plain k/n variances
+    parts = [(3000, 5000), (1000, 4000)]
+    mean = (0.6 + 0.25) / 2
+    half = 1.959963984540054 * (0.6 * 0.4 / 5000 + 0.25 * 0.75 / 4000) ** 0.5 / 2
+    assert macro_interval(parts) == pytest.approx((mean - half, mean + half), abs=1e-4)
+
 # --- subjects and floors -----------------------------------------------------------------------
 
 
