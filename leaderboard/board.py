@@ -155,7 +155,9 @@ def _board_key_without_data(s: Section) -> tuple:
 def _section(key: tuple, runs: list[RunFacts], refs: tuple[Reference, ...], patterns) -> Section:
     protocol, version, subjects, limit, normalize, data = key
     _refuse_duplicates(runs)
-    wanted = [r for r in refs if _reference_key(r) == key[:5]]
+    # The card's numbers were made on the published files: never ranked beside runs on other data.
+    on_card_data = not runs or runs[0].published_data
+    wanted = [r for r in refs if _reference_key(r) == key[:5]] if on_card_data else []
     # Rows by table, (kind, chat format); a section with reported rows always shows their tables.
     tables: dict[tuple[str, str | None], list[Row]] = {("Base", None): []} if wanted else {}
     for ref in wanted:

@@ -165,6 +165,20 @@ def test_a_run_of_another_protocol_is_a_section_of_its_own(readme):
     assert "a smoke test, not a score" in cmmlu
 
 
+def test_the_cards_numbers_are_never_ranked_beside_runs_on_other_data(runs, tmp_path, capsys):
+    other = shutil.copytree(runs / "beta" / "shots-0", tmp_path / "other-data")
+    results = json.loads((other / "results.json").read_text(encoding="utf-8"))
+    results["task"]["data"]["computer_network"]["val"]["content_sha256"] = "0" * 64
+    (other / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    assert _leaderboard(other, "--output", tmp_path / "board.md") == 0
+    text = (tmp_path / "board.md").read_text(encoding="utf-8")
+    sections = re.split(r"^### ", text, flags=re.MULTILINE)[1:]
+    assert len(sections) == 2
+    theirs, card = sorted(sections, key=lambda sec: "Qwen-7B-Base" in sec)
+    assert "differs from the published files" in theirs and "beta" in theirs and "| reported |" not in theirs
+    assert "Qwen-7B-Base" in card and "beta" not in card
+
+
 def test_a_model_name_cannot_break_the_table_or_inject_markup(readme):
     text = readme.read_text(encoding="utf-8")
     line = next(line for line in _table(text, "Base 模型", section=1) if "evil" in line)
