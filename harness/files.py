@@ -56,6 +56,23 @@ def write_json(path: str | Path, obj) -> bool:
     return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
+def write_changed(files: dict[Path, bytes | str]) -> list[Path]:
+    """`write_all_or_none` for the files whose content differs from `files`; the ones written."""
+    changed = {}
+    for path, data in files.items():
+        data = data.encode("utf-8") if isinstance(data, str) else data
+        try:
+            if Path(path).read_bytes() == data:
+                continue
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise HarnessError(f"cannot read {path}: {e.strerror or e}") from None
+        changed[Path(path)] = data
+    write_all_or_none(changed)
+    return list(changed)
+
+
 def write_all_or_none(files: dict[Path, bytes | str]) -> None:
     """Write several files that belong together: every one goes to a temporary file first, so a
     failure while writing (disk full, a directory in the way) leaves every target as it was; only
@@ -64,6 +81,8 @@ def write_all_or_none(files: dict[Path, bytes | str]) -> None:
     try:
         for path, data in files.items():
             path = Path(path)
+            if path.is_symlink():  # the link stays; its target is replaced
+                path = path.resolve()
             if path.is_dir():
                 raise HarnessError(f"cannot write {path}: it is a directory")
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from harness.files import write_atomic
+    from harness.files import write_changed
     from leaderboard.board import build_board
     from leaderboard.collect import collect_runs
     from leaderboard.readme import read_document, with_block
@@ -84,7 +84,7 @@ def run(args) -> int:
         if output:
             writes.append((output, text.encode("utf-8")))
 
-    changed = [path for path, data in writes if write_atomic(path, data)]
+    changed = write_changed(dict(writes))  # all or none; unchanged files are not touched
     if output or readme:
         what = ", ".join(str(p) for p in changed) if changed else "nothing (already up to date)"
         print(f"leaderboard: {len(runs)} run(s) in {len(board.sections)} section(s); wrote {what}")

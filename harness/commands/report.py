@@ -53,8 +53,8 @@ def run_compare(args) -> int:
 
 
 def _emit(output: Path | None, kind: str, markdown, png) -> None:
-    """Markdown to stdout; or, with a file, the image and then the Markdown, each atomically."""
-    from harness.files import write_atomic
+    """Markdown to stdout; or, with a file, the image and the Markdown: both or neither."""
+    from harness.files import write_all_or_none
     from reports.output import image_path
 
     if output is None:
@@ -62,6 +62,5 @@ def _emit(output: Path | None, kind: str, markdown, png) -> None:
         return
     image = image_path(output, kind)
     text, data = markdown(image.name), png()  # render both before writing either
-    write_atomic(image, data)
-    write_atomic(output, text.encode("utf-8"))
+    write_all_or_none({image: data, output: text})
     print(f"wrote {output} and {image}")
