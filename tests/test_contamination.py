@@ -397,7 +397,7 @@ def test_the_gate_flags_a_candidate_trained_on_contaminated_data(leaky_training,
                  "--json", str(tmp_path / "verdict.json")])
     out = capsys.readouterr().out
     assert code in (0, 1)  # the flag is shown; it does not decide
-    assert "⚠️ **Contamination**: the candidate model was trained on data holding 1 evaluated question(s) (leaky_qa)" in out
+    assert "⚠️ **Contamination**: the candidate model was trained on data holding 1 evaluated question(s) (leaky\\_qa)" in out  # Markdown-escaped: renders as leaky_qa
     assert "the baseline model was" not in out
     (verdict,) = json.loads((tmp_path / "verdict.json").read_text(encoding="utf-8"))["verdicts"]
     assert "harness_train.json" in verdict["candidate"]["contamination"] and verdict["baseline"]["contamination"] is None
