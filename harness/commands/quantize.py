@@ -58,7 +58,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from harness.quantize.checkpoint import make_checkpoint
+    from harness.quantize.checkpoint import check_request, make_checkpoint
     from harness.quantize.methods import QuantizeError, require_packages, resolve_request
 
     request = resolve_request(args.method, args.bits, args.group_size)
@@ -70,6 +70,7 @@ def run(args) -> int:
     precheck_output(out)
     require_packages(request.method)
     spec = model_spec(args)
+    check_request(spec, request, cache_dir())  # the model fits the request, before any data is read
     calibration = gptq_calibration(args) if calibrated else None
     checkpoint = make_checkpoint(spec, request, out, cache_dir(), calibration)
     gc.collect()

@@ -49,7 +49,7 @@ def make_checkpoint(
 ) -> QuantizedCheckpoint:
     """Quantize `spec`'s model as `request` says into `out` (or reuse an identical one already there)."""
     require_packages(request.method)
-    src = check_source(spec, cache_dir)
+    src = check_request(spec, request, cache_dir)
     wanted = _request_record(spec, request, calibration)
     existing = existing_checkpoint(out, wanted)
     if existing:
@@ -75,6 +75,17 @@ def label(marker: dict) -> str:
     """'gptq 4-bit, group size 128' from a checkpoint's marker."""
     group = marker.get("group_size")
     return f"{marker['method']} {marker['bits']}-bit" + (f", group size {group}" if group else "")
+
+
+def check_request(spec: ModelSpec, request: QuantizeRequest, cache_dir: Path):
+    """The float checkpoint to quantize (`check_source`), checked to fit the request: no model loaded yet."""
+    src = check_source(spec, cache_dir)
+    if request.method == "gptq":
+        from harness.quantize.gptq import check_group_size
+
+        with contextlib.redirect_stdout(sys.stderr):
+            check_group_size(src.path, request, _config_kwargs(spec, src))
+    return src
 
 
 def check_source(spec: ModelSpec, cache_dir: Path):
@@ -174,10 +185,15 @@ def save_quantized(method: str, model: torch.nn.Module, tokenizer, out: Path) ->
     tokenizer.save_pretrained(out)
 
 
-def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> torch.nn.Module:
-    load_kwargs = {"dtype": _dtype(spec), "device_map": {"": device}, "trust_remote_code": spec.trust_remote_code}
+def _config_kwargs(spec: ModelSpec, src) -> dict:
+    kwargs = {"trust_remote_code": spec.trust_remote_code}
     if spec.revision and not src.local:
-        load_kwargs["revision"] = spec.revision
+        kwargs["revision"] = spec.revision
+    return kwargs
+
+
+def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> torch.nn.Module:
+    load_kwargs = {"dtype": _dtype(spec), "device_map": {"": device}, **_config_kwargs(spec, src)}
     try:
         if request.method == "gptq":
             from harness.quantize import gptq
@@ -199,9 +215,14 @@ def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> 
 def verify_reload(model: torch.nn.Module, path: Path, spec: ModelSpec, tokenizer, cache_dir: Path) -> dict:
     """Reload the saved checkpoint as `harness eval` would and demand the in-memory model's logits, exactly."""
     ids = torch.tensor([tokenizer(PROBE_TEXT).input_ids])
-    expected = probe_logits(model, ids)
-    reloaded = load_model(ModelSpec(model=str(path), device=spec.device, trust_remote_code=spec.trust_remote_code), cache_dir)
-    got = probe_logits(reloaded.model, ids)
+    try:
+        expected = probe_logits(model, ids)
+        reloaded = load_model(ModelSpec(model=str(path), device=spec.device, trust_remote_code=spec.trust_remote_code), cache_dir)
+        got = probe_logits(reloaded.model, ids)
+    except (QuantizeError, ModelError):
+        raise
+    except Exception as e:
+        raise QuantizeError(f"the quantized model fails to run ({_first_line(e)}); nothing was written") from None
     difference = float((got - expected).abs().max())
     if not torch.equal(got, expected):
         raise QuantizeError(
