@@ -280,6 +280,20 @@ def test_gptq_group_size_that_does_not_divide_a_layer_is_refused_before_quantizi
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(bool(missing_packages("gptq")), reason=missing_packages("gptq") or "")
+def test_a_missing_calibration_file_is_refused_before_the_questions_load(tiny_model, tmp_path, capsys, monkeypatch):
+    import harness.commands.quantize
+
+    def no_data(args):
+        raise AssertionError("the questions were loaded before the calibration file was checked")
+
+    monkeypatch.setattr(harness.commands.quantize, "load_data", no_data)
+    code = main(["quantize", "--model", str(tiny_model), "--method", "gptq", "--group-size", "32",
+                 "--output", str(tmp_path / "ckpt"), "--calibration", str(tmp_path / "nope")])
+    one_line_error(capsys, code, f"--calibration {tmp_path / 'nope'}: no such file")
+    assert not (tmp_path / "ckpt").exists()
+
+
 @pytest.mark.parametrize("method", [available("quanto-int8")])
 def test_a_quantized_model_that_fails_to_run_is_one_line_and_leaves_nothing(method, tiny_model, data_dir, tmp_path, capsys, monkeypatch):
     import harness.quantize.checkpoint
