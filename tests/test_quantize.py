@@ -361,6 +361,20 @@ def test_output_holding_another_quantization_is_refused_and_the_same_one_reused(
 
 
 @pytest.mark.skipif(bool(missing_packages("quanto-int8")), reason=missing_packages("quanto-int8") or "")
+def test_reuse_knows_the_source_directory_by_its_path_not_the_working_directory(checkpoints, tiny_model, data_dir, capsys, monkeypatch):
+    ckpt = checkpoints("quanto-int8")  # made from the absolute path of tiny_model
+    marker = json.loads((ckpt / "harness_quantization.json").read_text(encoding="utf-8"))
+    assert marker["source_path"] == str(tiny_model.resolve())
+    monkeypatch.chdir(tiny_model.parent)
+    capsys.readouterr()
+    assert quantize_cli(Path(tiny_model.name), "quanto-int8", ckpt, data_dir) == 0
+    assert "already holds this quantization" in capsys.readouterr().out
+    monkeypatch.chdir(tiny_model)
+    assert quantize_cli(Path("."), "quanto-int8", ckpt, data_dir) == 0
+    assert "already holds this quantization" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(bool(missing_packages("quanto-int8")), reason=missing_packages("quanto-int8") or "")
 def test_an_already_quantized_model_is_not_quantized_again(checkpoints, data_dir, tmp_path, capsys):
     code = quantize_cli(checkpoints("quanto-int8"), "quanto-int4", tmp_path / "again", data_dir)
     one_line_error(capsys, code, "is already quantized; quantize its floating-point original")
