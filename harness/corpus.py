@@ -29,12 +29,14 @@ class CorpusError(HarnessError):
 
 @dataclass(frozen=True)
 class CorpusFile:
-    """A file to scan; `columns`: the fields read from each record (None: every text field)."""
+    """A file to scan; `columns`: the fields read from each record (None: every text field).
+    `optional`: those of `columns` a csv file may lack (training reads them only where present)."""
 
     path: Path
     kind: str
     columns: tuple[str, ...] | None = None
     dataset: str | None = None
+    optional: tuple[str, ...] = ()
 
 
 def corpus_files(paths: list[str]) -> list[CorpusFile]:
@@ -229,7 +231,7 @@ def _csv(stream, f: CorpusFile) -> Iterator[TextRecord]:
         if header is None:
             return
         wanted = f.columns or tuple(header)
-        missing = [c for c in wanted if c not in header]
+        missing = [c for c in wanted if c not in header and c not in f.optional]
         if f.columns and missing:
             raise CorpusError(f"{f.path}: no column {missing[0]!r} (its columns: {', '.join(header)})")
         at = {c: header.index(c) for c in wanted if c in header}

@@ -289,6 +289,26 @@ def test_registry_datasets_are_read_through_the_columns_training_uses(questions,
     assert "datasets my_docs, my_qa" in out
 
 
+def test_a_csv_dataset_needs_only_the_columns_training_reads(questions, data_dir, tmp_path, capsys):
+    import csv
+
+    with (tmp_path / "corpus.csv").open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text"])  # no `instruction`/`input`/`output`: the registry maps only the prompt
+        w.writerow(["发布前先跑冒烟测试。"])
+        w.writerow([exam(questions[VERBATIM])])
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "corp": {"file_name": "corpus.csv", "columns": {"prompt": "text"}, "stage": "pt"},
+        "corp_ctx": {"file_name": "corpus.csv", "columns": {"prompt": "text", "query": "context"}, "stage": "pt"},
+    }), encoding="utf-8")
+    code, out, err = contamination(capsys, "--dataset", "corp", "--dataset_dir", tmp_path, "--data-dir", data_dir)
+    assert code == 1, err
+    assert "1 of " in out and "corpus.csv" in out
+    # a column the registry maps itself must be there, as training requires it
+    code, out, err = contamination(capsys, "--dataset", "corp_ctx", "--dataset_dir", tmp_path, "--data-dir", data_dir)
+    assert code == 2 and "no column 'context'" in err and len(err.strip().splitlines()) == 1, err
+
+
 # --- bad input: one line, exit 2 -----------------------------------------------------------------
 
 

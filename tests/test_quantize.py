@@ -265,6 +265,48 @@ def test_gptq_refuses_a_calibration_file_with_an_evaluated_question_and_writes_n
 # --- bad input: one line, exit 2, nothing written ----------------------------------------------
 
 
+@pytest.mark.skipif(bool(missing_packages("gptq")), reason=missing_packages("gptq") or "")
+def test_gptq_group_size_that_does_not_divide_a_layer_is_refused_before_quantizing(tiny_model, tmp_path, capsys, monkeypatch):
+    import harness.commands.quantize
+
+    def no_data(args):
+        raise AssertionError("the questions were loaded before the model was checked")
+
+    monkeypatch.setattr(harness.commands.quantize, "load_data", no_data)
+    out = tmp_path / "ckpt"
+    code = main(["quantize", "--model", str(tiny_model), "--method", "gptq", "--output", str(out)])  # default groups of 128
+    one_line_error(capsys, code, "--group-size 128: does not divide the input width 64 of model.layers.0.self_attn.q_proj",
+                   "give --group-size 64 or -1")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(bool(missing_packages("gptq")), reason=missing_packages("gptq") or "")
+def test_a_missing_calibration_file_is_refused_before_the_questions_load(tiny_model, tmp_path, capsys, monkeypatch):
+    import harness.commands.quantize
+
+    def no_data(args):
+        raise AssertionError("the questions were loaded before the calibration file was checked")
+
+    monkeypatch.setattr(harness.commands.quantize, "load_data", no_data)
+    code = main(["quantize", "--model", str(tiny_model), "--method", "gptq", "--group-size", "32",
+                 "--output", str(tmp_path / "ckpt"), "--calibration", str(tmp_path / "nope")])
+    one_line_error(capsys, code, f"--calibration {tmp_path / 'nope'}: no such file")
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("method", [available("quanto-int8")])
+def test_a_quantized_model_that_fails_to_run_is_one_line_and_leaves_nothing(method, tiny_model, data_dir, tmp_path, capsys, monkeypatch):
+    import harness.quantize.checkpoint
+
+    def broken_kernel(model, ids):
+        raise RuntimeError("_weight_int4pack_mm_cpu: expect K to be divisible by qGroupSize\nmore detail")
+
+    monkeypatch.setattr(harness.quantize.checkpoint, "probe_logits", broken_kernel)
+    code = quantize_cli(tiny_model, method, tmp_path / "out" / "ckpt", data_dir)
+    one_line_error(capsys, code, "the quantized model fails to run (_weight_int4pack_mm_cpu: expect K to be divisible")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_unknown_method(tiny_model, data_dir, tmp_path, capsys):
     code = quantize_cli(tiny_model, "awq", tmp_path / "ckpt", data_dir)
     one_line_error(capsys, code, "--method awq: unknown method", "gptq, bnb-int8, bnb-nf4, quanto-int8, quanto-int4")
@@ -316,6 +358,20 @@ def test_output_holding_another_quantization_is_refused_and_the_same_one_reused(
     assert {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()} == before
     code = quantize_cli(tiny_model, "quanto-int4", ckpt, data_dir)
     one_line_error(capsys, code, f"--output {ckpt} holds another quantization (method: 'quanto-int8' there, 'quanto-int4' now)")
+
+
+@pytest.mark.skipif(bool(missing_packages("quanto-int8")), reason=missing_packages("quanto-int8") or "")
+def test_reuse_knows_the_source_directory_by_its_path_not_the_working_directory(checkpoints, tiny_model, data_dir, capsys, monkeypatch):
+    ckpt = checkpoints("quanto-int8")  # made from the absolute path of tiny_model
+    marker = json.loads((ckpt / "harness_quantization.json").read_text(encoding="utf-8"))
+    assert marker["source_path"] == str(tiny_model.resolve())
+    monkeypatch.chdir(tiny_model.parent)
+    capsys.readouterr()
+    assert quantize_cli(Path(tiny_model.name), "quanto-int8", ckpt, data_dir) == 0
+    assert "already holds this quantization" in capsys.readouterr().out
+    monkeypatch.chdir(tiny_model)
+    assert quantize_cli(Path("."), "quanto-int8", ckpt, data_dir) == 0
+    assert "already holds this quantization" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(bool(missing_packages("quanto-int8")), reason=missing_packages("quanto-int8") or "")

@@ -135,14 +135,21 @@ def dataset_files(dataset_dir: str, names: list[str]) -> list[CorpusFile]:
         entry = entries.get(name)
         stage = entry.get("stage") if isinstance(entry, dict) else None
         spec, = registry.resolve(dataset_dir, [name], stage or "pt")  # also: exists, and matches its file_sha1
-        files += training_files(spec)
+        files += training_files(spec, stage or "pt")
     return files
 
 
-def training_files(spec) -> list[CorpusFile]:
-    """A resolved registry entry (`training.registry.DatasetSpec`) as files to scan."""
+def training_files(spec, stage: str) -> list[CorpusFile]:
+    """A resolved registry entry (`training.registry.DatasetSpec`) as files to scan, for training at `stage`.
+
+    A column must be there only where training needs it (`training.registry.load`): the prompt, the
+    response for sft, and any the registry maps itself; an unmapped default (`input`, `output`, ...)
+    is read where the file has it."""
     columns = tuple(dict.fromkeys(c for c in spec.columns.values() if c))
-    return [CorpusFile(p, KINDS[p.suffix.lower()], columns, spec.name) for p in spec.files]
+    needed = {"prompt"} | ({"response"} if stage == "sft" else set()) | set(spec.explicit)
+    required = {c for role, c in spec.columns.items() if c and role in needed}
+    optional = tuple(c for c in columns if c not in required)
+    return [CorpusFile(p, KINDS[p.suffix.lower()], columns, spec.name, optional) for p in spec.files]
 
 
 def all_records(sources: list[CorpusFile]):
@@ -275,7 +282,7 @@ def check_before_training(targs) -> dict | None:
     if not data_dir and not refuse:
         return {"checked": False, "reason": f"no local benchmark data (--eval_devops_data_dir or ${DATA_DIR_ENV})"}
     questions, benchmark = load_questions(data_dir, None)
-    files = [f for spec in specs for f in training_files(spec)]
+    files = [f for spec in specs for f in training_files(spec, targs.finetuning.stage)]
     summary = training_summary(scan(questions, all_records(files)), benchmark, files)
     if summary["contaminated"]:
         first = summary["found"][0]

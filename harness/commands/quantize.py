@@ -58,7 +58,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from harness.quantize.checkpoint import make_checkpoint
+    from harness.quantize.checkpoint import check_request, make_checkpoint
     from harness.quantize.methods import QuantizeError, require_packages, resolve_request
 
     request = resolve_request(args.method, args.bits, args.group_size)
@@ -70,6 +70,7 @@ def run(args) -> int:
     precheck_output(out)
     require_packages(request.method)
     spec = model_spec(args)
+    check_request(spec, request, cache_dir())  # the model fits the request, before any data is read
     calibration = gptq_calibration(args) if calibrated else None
     checkpoint = make_checkpoint(spec, request, out, cache_dir(), calibration)
     gc.collect()
@@ -117,10 +118,11 @@ def gptq_calibration(args):
     """The calibration text, checked against all 574 questions (not only --subjects: the checkpoint serves them all)."""
     from harness.quantize.calibration import DEVOPS_DEV, check_disjoint, devops_dev, from_file
 
+    source = args.calibration or DEVOPS_DEV
+    from_user = from_file(source) if source != DEVOPS_DEV else None  # a bad file refused before the questions load
     every_subject = argparse.Namespace(**{**vars(args), "subjects": None})
     data, _ = load_data(every_subject)
-    source = args.calibration or DEVOPS_DEV
-    calibration = devops_dev(data) if source == DEVOPS_DEV else from_file(source)
+    calibration = from_user or devops_dev(data)
     check_disjoint(calibration, [q for d in data for q in d.questions])
     return calibration
 

@@ -23,7 +23,7 @@ import torch
 
 from harness import __version__
 from harness.errors import ModelError
-from harness.models import ModelSpec, load_model, load_tokenizer, resolve_device, resolve_source
+from harness.models import NAMED_MODELS, ModelSpec, load_model, load_tokenizer, resolve_device, resolve_source
 from harness.quantize.calibration import Calibration
 from harness.quantize.methods import METHODS, QuantizeError, QuantizeRequest, library_versions, require_packages
 
@@ -49,8 +49,8 @@ def make_checkpoint(
 ) -> QuantizedCheckpoint:
     """Quantize `spec`'s model as `request` says into `out` (or reuse an identical one already there)."""
     require_packages(request.method)
-    src = check_source(spec, cache_dir)
-    wanted = _request_record(spec, request, calibration)
+    src = check_request(spec, request, cache_dir)
+    wanted = _request_record(spec, src, request, calibration)
     existing = existing_checkpoint(out, wanted)
     if existing:
         return existing
@@ -75,6 +75,17 @@ def label(marker: dict) -> str:
     """'gptq 4-bit, group size 128' from a checkpoint's marker."""
     group = marker.get("group_size")
     return f"{marker['method']} {marker['bits']}-bit" + (f", group size {group}" if group else "")
+
+
+def check_request(spec: ModelSpec, request: QuantizeRequest, cache_dir: Path):
+    """The float checkpoint to quantize (`check_source`), checked to fit the request: no model loaded yet."""
+    src = check_source(spec, cache_dir)
+    if request.method == "gptq":
+        from harness.quantize.gptq import check_group_size
+
+        with contextlib.redirect_stdout(sys.stderr):
+            check_group_size(src.path, request, _config_kwargs(spec, src))
+    return src
 
 
 def check_source(spec: ModelSpec, cache_dir: Path):
@@ -110,24 +121,35 @@ def existing_checkpoint(out: Path, wanted: dict) -> QuantizedCheckpoint | None:
         raise QuantizeError(f"--output {out} exists and is not empty; choose another directory")
     marker = _read_json(marker_path)
     for field in REQUEST_FIELDS:
-        if marker.get(field) != wanted.get(field):
+        there, now = marker.get(field), wanted.get(field)
+        if field == "source" and _local_dir(wanted) and _local_dir(marker):
+            there, now = marker["source_path"], wanted["source_path"]  # one directory, however it was named
+        if there != now:
             raise QuantizeError(
-                f"--output {out} holds another quantization ({field}: {marker.get(field)!r} there, "
-                f"{wanted.get(field)!r} now); choose another directory"
+                f"--output {out} holds another quantization ({field}: {there!r} there, {now!r} now); choose another directory"
             )
     return QuantizedCheckpoint(out, marker, reused=True)
 
 
-def _request_record(spec: ModelSpec, request: QuantizeRequest, calibration: Calibration | None) -> dict:
+def _request_record(spec: ModelSpec, src, request: QuantizeRequest, calibration: Calibration | None) -> dict:
+    # `source` as given (the leaderboard matches it to the original's runs); `source_path` absolute
+    # for a local checkpoint, so that reusing --output does not depend on the working directory.
     return {
         "method": request.method,
         "bits": request.bits,
         "requested_group_size": request.group_size,
         "source": spec.model,
+        "source_path": str(Path(src.path).resolve()) if src.local else src.path,
         "source_revision": spec.revision,
         "dtype": spec.dtype,
         "calibration_sha256": calibration.sha256 if calibration else None,
     }
+
+
+def _local_dir(record: dict) -> bool:
+    """Whether the record's source is a directory given by its path (not a named model, not a Hub id)."""
+    path = record.get("source_path")
+    return record.get("source") not in NAMED_MODELS and isinstance(path, str) and Path(path).is_absolute()
 
 
 def _build(spec, src, request, calibration, tmp: Path, cache_dir: Path, wanted: dict) -> dict:
@@ -141,7 +163,6 @@ def _build(spec, src, request, calibration, tmp: Path, cache_dir: Path, wanted: 
         **wanted,
         "group_size": _group_size(request, model),
         "summary": METHODS[request.method].summary,
-        "source_path": src.path,
         "calibration": calibration.record() if calibration else None,
         "quantized_layers": sum(1 for m in model.modules() if _is_linear(m) and type(m) is not torch.nn.Linear),
         "float_layers": [name for name, m in model.named_modules() if type(m) is torch.nn.Linear],
@@ -174,10 +195,15 @@ def save_quantized(method: str, model: torch.nn.Module, tokenizer, out: Path) ->
     tokenizer.save_pretrained(out)
 
 
-def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> torch.nn.Module:
-    load_kwargs = {"dtype": _dtype(spec), "device_map": {"": device}, "trust_remote_code": spec.trust_remote_code}
+def _config_kwargs(spec: ModelSpec, src) -> dict:
+    kwargs = {"trust_remote_code": spec.trust_remote_code}
     if spec.revision and not src.local:
-        load_kwargs["revision"] = spec.revision
+        kwargs["revision"] = spec.revision
+    return kwargs
+
+
+def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> torch.nn.Module:
+    load_kwargs = {"dtype": _dtype(spec), "device_map": {"": device}, **_config_kwargs(spec, src)}
     try:
         if request.method == "gptq":
             from harness.quantize import gptq
@@ -199,9 +225,14 @@ def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> 
 def verify_reload(model: torch.nn.Module, path: Path, spec: ModelSpec, tokenizer, cache_dir: Path) -> dict:
     """Reload the saved checkpoint as `harness eval` would and demand the in-memory model's logits, exactly."""
     ids = torch.tensor([tokenizer(PROBE_TEXT).input_ids])
-    expected = probe_logits(model, ids)
-    reloaded = load_model(ModelSpec(model=str(path), device=spec.device, trust_remote_code=spec.trust_remote_code), cache_dir)
-    got = probe_logits(reloaded.model, ids)
+    try:
+        expected = probe_logits(model, ids)
+        reloaded = load_model(ModelSpec(model=str(path), device=spec.device, trust_remote_code=spec.trust_remote_code), cache_dir)
+        got = probe_logits(reloaded.model, ids)
+    except (QuantizeError, ModelError):
+        raise
+    except Exception as e:
+        raise QuantizeError(f"the quantized model fails to run ({_first_line(e)}); nothing was written") from None
     difference = float((got - expected).abs().max())
     if not torch.equal(got, expected):
         raise QuantizeError(
