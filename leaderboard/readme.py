@@ -61,7 +61,12 @@ def _marker(marker: str) -> re.Pattern:
 
 def with_block(text: str, block: str, where: str = "the README") -> str:
     """`text` with `block` between the markers (appended with the markers if there are none)."""
-    starts, ends = list(_marker(START).finditer(text)), list(_marker(END).finditer(text))
+    fenced = _fenced_spans(text)  # markers shown in a code block are documentation, not the block
+
+    def live(marker: str) -> list[re.Match]:
+        return [m for m in _marker(marker).finditer(text) if not any(a <= m.start() < b for a, b in fenced)]
+
+    starts, ends = live(START), live(END)
     if len(starts) > 1 or len(ends) > 1:
         raise HarnessError(f"{where} has {len(starts)} '{START}' and {len(ends)} '{END}' lines; keep one of each")
     if len(starts) != len(ends):
@@ -82,6 +87,25 @@ def with_block(text: str, block: str, where: str = "the README") -> str:
         lead = nl + nl
     tail = nl if not text or text.endswith(("\n", "\r")) else ""  # keep the file's habit at its end
     return text + lead + HEADING + nl + nl + START + nl + _lines(block, nl) + nl + END + tail
+
+
+_FENCE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})([^\r\n]*)", re.MULTILINE)
+
+
+def _fenced_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of fenced code blocks (CommonMark: a fence closes with at least as many of
+    the same character; an unclosed one runs to the end)."""
+    spans, opening = [], None
+    for m in _FENCE.finditer(text):
+        fence = m.group(1)
+        if opening is None:
+            opening = m
+        elif fence[0] == opening.group(1)[0] and len(fence) >= len(opening.group(1)) and not m.group(2).strip():
+            spans.append((opening.start(), m.end()))
+            opening = None
+    if opening is not None:
+        spans.append((opening.start(), len(text)))
+    return spans
 
 
 def _newline(text: str) -> str:

@@ -248,6 +248,13 @@ def test_a_missing_readme_is_created(runs, tmp_path):
     assert path.read_text(encoding="utf-8").startswith("## Leaderboard\n\n" + START)
 
 
+def test_markers_shown_in_a_code_block_are_not_the_block():
+    doc = f"# Docs\n\n```markdown\n{START}\n{END}\n```\n\n~~~\n{START}\n~~~\n\n{START}\nold\n{END}\n"
+    assert with_block(doc, "new") == f"# Docs\n\n```markdown\n{START}\n{END}\n```\n\n~~~\n{START}\n~~~\n\n{START}\nnew\n{END}\n"
+    only_shown = f"Use:\n\n````\n```\n{START}\n{END}\n```\n````\n"
+    assert with_block(only_shown, "new").startswith(only_shown) and with_block(only_shown, "new").count(START) == 2
+
+
 def test_with_block_is_idempotent_and_ignores_markers_that_are_not_alone_on_their_line():
     text = f"a `{START}` b\n{START}\nx\n  {END}\nc\n"
     once = with_block(text, "new")
