@@ -113,6 +113,20 @@ def test_sft_history_turns_carry_loss_on_every_response(tiny_model):
     assert spans == ["rollout history" + eos, "rollout undo" + eos]
 
 
+def test_bad_history_error_names_the_row_of_the_data_empty_rows_counted(tiny_model):
+    from harness.templates import get_template
+
+    rows, columns = _qa_rows([
+        {"instruction": "", "input": "", "output": "skipped: no prompt", "history": []},
+        {"instruction": "怎么回滚？", "input": "", "output": "rollout undo", "history": []},
+        {"instruction": "怎么看历史？", "input": "", "output": "rollout history", "history": [["no response"]]},
+    ])
+    with pytest.raises(DatasetError, match=r"dataset 't', row 2: history must be a list of \[query, response\] pairs"):
+        supervised_examples(rows, columns, _tokenizer(tiny_model), get_template("chatml"), 512, 512, name="t")
+    examples = supervised_examples(rows.select([0, 1]), columns, _tokenizer(tiny_model), get_template("chatml"), 512, 512, name="t")
+    assert len(examples) == 1  # the empty row still trains nothing
+
+
 def test_sft_system_column_replaces_the_templates_system_text(tiny_model):
     from datasets import Dataset
 
