@@ -244,6 +244,16 @@ def test_lora_target_that_matches_no_module_is_one_line(capsys, base_argv):
     assert line.startswith("harness train: error: --lora_target W_pack:") and "W_pack" in line
 
 
+def test_resume_from_a_missing_checkpoint_is_one_line_before_anything_is_written(capsys, base_argv, tmp_path):
+    argv = [*base_argv, "--stage", "pt", "--dataset", "devops_corpus", "--finetuning_type", "full"]
+    line = _one_line_error(capsys, [*argv, "--resume_from_checkpoint", str(tmp_path / "nope")])
+    assert line.startswith(f"harness train: error: --resume_from_checkpoint {tmp_path / 'nope'}: no such directory")
+    (tmp_path / "empty").mkdir()
+    line = _one_line_error(capsys, [*argv, "--resume_from_checkpoint", str(tmp_path / "empty")])
+    assert "not a training checkpoint (no trainer_state.json)" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_output_dir_that_is_a_file_is_one_line(capsys, base_argv, tmp_path):
     (tmp_path / "out").write_text("mine")
     line = _one_line_error(capsys, [*base_argv, "--stage", "pt", "--dataset", "devops_corpus"])

@@ -167,6 +167,16 @@ def check(args: TrainArgs) -> None:
     from harness.templates import get_template
 
     check_directory_target(args.training.output_dir, "--output_dir")
+    resume = args.training.resume_from_checkpoint
+    if resume:  # the Trainer would fail only once the model is loaded, with a traceback
+        checkpoint = Path(resume).expanduser()
+        if not checkpoint.is_dir():
+            raise TrainingError(f"--resume_from_checkpoint {resume}: no such directory; give a checkpoint-N directory of a run")
+        if not (checkpoint / "trainer_state.json").is_file():
+            raise TrainingError(
+                f"--resume_from_checkpoint {resume}: not a training checkpoint (no trainer_state.json); give a checkpoint-N directory of a run"
+            )
+        args.training.resume_from_checkpoint = str(checkpoint)
     local = Path(args.model.model_name_or_path).expanduser()
     if local.is_dir():  # a LoRA adapter records its base by this path: it must work from any folder
         args.model.model_name_or_path = str(local.resolve())
