@@ -238,10 +238,52 @@ def test_evaluation_without_held_out_data_is_one_line(capsys, base_argv):
     assert "--eval_strategy steps needs held-out examples: pass --val_size" in line
 
 
-def test_lora_target_that_matches_no_module_is_one_line(capsys, base_argv):
+def test_lora_target_that_matches_no_module_is_one_line(capsys, base_argv, tmp_path):
     line = _one_line_error(capsys, [*base_argv, "--stage", "sft", "--dataset", "devops_qa", "--template", "chatml",
                                     "--finetuning_type", "lora", "--lora_target", "W_pack"])
     assert line.startswith("harness train: error: --lora_target W_pack:") and "W_pack" in line
+    assert not (tmp_path / "out").exists()  # no run record either: the corrected command must not find it
+
+
+def test_a_run_that_fails_to_start_does_not_block_the_corrected_one(capsys, tiny_model, base_argv, tmp_path, hf_cache):
+    argv = [*base_argv, "--stage", "sft", "--dataset", "devops_qa", "--template", "chatml", "--finetuning_type", "lora"]
+    _one_line_error(capsys, [*argv, "--lora_target", "nonexistent_proj"])
+    _train(tiny_model, tmp_path / "out", hf_cache, "--max_steps", "1", "--save_strategy", "no")
+    assert (tmp_path / "out" / "harness_train.json").is_file()
+
+
+def test_interrupted_run_leaves_nothing_or_what_resumes(tiny_model, tmp_path, hf_cache, monkeypatch):
+    from transformers import Trainer, TrainerCallback
+
+    class CtrlC(TrainerCallback):
+        def on_step_end(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+    argv = ["train", "--stage", "sft", "--model_name_or_path", str(tiny_model), "--dataset", "devops_qa",
+            "--dataset_dir", str(EXAMPLES), "--template", "chatml", "--finetuning_type", "full",
+            "--output_dir", str(tmp_path / "out"), "--cache_dir", str(hf_cache), "--report_to", "tensorboard",
+            "--per_device_train_batch_size", "4", "--logging_steps", "1", "--max_steps", "3", "--save_steps", "2"]
+    train, save = Trainer.train, Trainer._save_checkpoint
+
+    def interrupt_at_first_step(self, *a, **k):
+        self.add_callback(CtrlC)
+        return train(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train", interrupt_at_first_step)
+    assert main(argv) == 130  # before the first checkpoint: nothing to resume, nothing left
+    assert not (tmp_path / "out").exists()
+
+    def interrupt_after_saving(self, *a, **k):
+        save(self, *a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train", train)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", interrupt_after_saving)
+    assert main(argv) == 130  # after it: the checkpoint and the record stay, and the rerun resumes
+    assert (tmp_path / "out" / "checkpoint-2").is_dir() and (tmp_path / "out" / "harness_train.json").is_file()
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    assert main(argv) == 0
+    assert [h["step"] for h in _log_history(tmp_path / "out") if "loss" in h] == [1, 2, 3]
 
 
 def test_resume_from_a_missing_checkpoint_is_one_line_before_anything_is_written(capsys, base_argv, tmp_path):
@@ -279,6 +321,10 @@ def test_non_empty_output_dir_without_checkpoint_is_refused(capsys, base_argv, t
     line = _one_line_error(capsys, [*base_argv, "--stage", "pt", "--dataset", "devops_corpus", "--finetuning_type", "full"])
     assert "exists and is not empty; pass --overwrite_output_dir" in line
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    line = _one_line_error(capsys, [*base_argv, "--stage", "pt", "--dataset", "devops_corpus", "--finetuning_type", "full",
+                                    "--overwrite_output_dir"])
+    assert "is not empty and holds no training run" in line  # the flag replaces a run, not someone's files
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
 
 
 def test_user_mistakes_reach_the_shell_as_one_line_without_traceback(tiny_model, tmp_path):
@@ -448,6 +494,22 @@ def test_overwrite_output_dir_starts_afresh_without_old_checkpoints(tiny_model, 
     _train(tiny_model, out, hf_cache, "--max_steps", "2", "--save_steps", "2", "--overwrite_output_dir", finetuning="full")
     assert [h["step"] for h in _log_history(out) if "loss" in h] == [1, 2]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+
+
+def test_overwrite_output_dir_leaves_only_this_runs_files(tiny_model, tmp_path, hf_cache):
+    # A LoRA run, then a full one over it: no stale adapter may stay for `harness eval --model OUT` to apply.
+    out = _train(tiny_model, tmp_path / "out", hf_cache, "--max_steps", "3", "--save_steps", "3")
+    assert (out / "adapter_config.json").is_file()
+    (out / "notes.txt").write_text("inside a training run's directory: replaced with it")
+    full = ("--max_steps", "2", "--save_steps", "2")
+    _train(tiny_model, out, hf_cache, *full, "--overwrite_output_dir", finetuning="full")
+    fresh = _train(tiny_model, tmp_path / "fresh", hf_cache, *full, finetuning="full")
+
+    def listing(d):
+        return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+    assert listing(out) == listing(fresh)
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
 
 
 @pytest.fixture(scope="module")

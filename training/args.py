@@ -56,7 +56,7 @@ class FinetuningArguments:
     plot_loss: bool = field(default=False, metadata={"help": "write training_loss.png into the output directory"})
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "start afresh in a non-empty output directory (default: resume from its last checkpoint)"},
+        metadata={"help": "empty the output directory of an earlier training run and start afresh (default: resume from its last checkpoint)"},
     )
 
 
