@@ -113,6 +113,20 @@ def test_sft_history_turns_carry_loss_on_every_response(tiny_model):
     assert spans == ["rollout history" + eos, "rollout undo" + eos]
 
 
+def test_bad_history_error_names_the_row_of_the_data_empty_rows_counted(tiny_model):
+    from harness.templates import get_template
+
+    rows, columns = _qa_rows([
+        {"instruction": "", "input": "", "output": "skipped: no prompt", "history": []},
+        {"instruction": "怎么回滚？", "input": "", "output": "rollout undo", "history": []},
+        {"instruction": "怎么看历史？", "input": "", "output": "rollout history", "history": [["no response"]]},
+    ])
+    with pytest.raises(DatasetError, match=r"dataset 't', row 2: history must be a list of \[query, response\] pairs"):
+        supervised_examples(rows, columns, _tokenizer(tiny_model), get_template("chatml"), 512, 512, name="t")
+    examples = supervised_examples(rows.select([0, 1]), columns, _tokenizer(tiny_model), get_template("chatml"), 512, 512, name="t")
+    assert len(examples) == 1  # the empty row still trains nothing
+
+
 def test_sft_system_column_replaces_the_templates_system_text(tiny_model):
     from datasets import Dataset
 
@@ -224,10 +238,62 @@ def test_evaluation_without_held_out_data_is_one_line(capsys, base_argv):
     assert "--eval_strategy steps needs held-out examples: pass --val_size" in line
 
 
-def test_lora_target_that_matches_no_module_is_one_line(capsys, base_argv):
+def test_lora_target_that_matches_no_module_is_one_line(capsys, base_argv, tmp_path):
     line = _one_line_error(capsys, [*base_argv, "--stage", "sft", "--dataset", "devops_qa", "--template", "chatml",
                                     "--finetuning_type", "lora", "--lora_target", "W_pack"])
     assert line.startswith("harness train: error: --lora_target W_pack:") and "W_pack" in line
+    assert not (tmp_path / "out").exists()  # no run record either: the corrected command must not find it
+
+
+def test_a_run_that_fails_to_start_does_not_block_the_corrected_one(capsys, tiny_model, base_argv, tmp_path, hf_cache):
+    argv = [*base_argv, "--stage", "sft", "--dataset", "devops_qa", "--template", "chatml", "--finetuning_type", "lora"]
+    _one_line_error(capsys, [*argv, "--lora_target", "nonexistent_proj"])
+    _train(tiny_model, tmp_path / "out", hf_cache, "--max_steps", "1", "--save_strategy", "no")
+    assert (tmp_path / "out" / "harness_train.json").is_file()
+
+
+def test_interrupted_run_leaves_nothing_or_what_resumes(tiny_model, tmp_path, hf_cache, monkeypatch):
+    from transformers import Trainer, TrainerCallback
+
+    class CtrlC(TrainerCallback):
+        def on_step_end(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+    argv = ["train", "--stage", "sft", "--model_name_or_path", str(tiny_model), "--dataset", "devops_qa",
+            "--dataset_dir", str(EXAMPLES), "--template", "chatml", "--finetuning_type", "full",
+            "--output_dir", str(tmp_path / "out"), "--cache_dir", str(hf_cache), "--report_to", "tensorboard",
+            "--per_device_train_batch_size", "4", "--logging_steps", "1", "--max_steps", "3", "--save_steps", "2"]
+    train, save = Trainer.train, Trainer._save_checkpoint
+
+    def interrupt_at_first_step(self, *a, **k):
+        self.add_callback(CtrlC)
+        return train(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train", interrupt_at_first_step)
+    assert main(argv) == 130  # before the first checkpoint: nothing to resume, nothing left
+    assert not (tmp_path / "out").exists()
+
+    def interrupt_after_saving(self, *a, **k):
+        save(self, *a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train", train)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", interrupt_after_saving)
+    assert main(argv) == 130  # after it: the checkpoint and the record stay, and the rerun resumes
+    assert (tmp_path / "out" / "checkpoint-2").is_dir() and (tmp_path / "out" / "harness_train.json").is_file()
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    assert main(argv) == 0
+    assert [h["step"] for h in _log_history(tmp_path / "out") if "loss" in h] == [1, 2, 3]
+
+
+def test_resume_from_a_missing_checkpoint_is_one_line_before_anything_is_written(capsys, base_argv, tmp_path):
+    argv = [*base_argv, "--stage", "pt", "--dataset", "devops_corpus", "--finetuning_type", "full"]
+    line = _one_line_error(capsys, [*argv, "--resume_from_checkpoint", str(tmp_path / "nope")])
+    assert line.startswith(f"harness train: error: --resume_from_checkpoint {tmp_path / 'nope'}: no such directory")
+    (tmp_path / "empty").mkdir()
+    line = _one_line_error(capsys, [*argv, "--resume_from_checkpoint", str(tmp_path / "empty")])
+    assert "not a training checkpoint (no trainer_state.json)" in line
+    assert not (tmp_path / "out").exists()
 
 
 def test_output_dir_that_is_a_file_is_one_line(capsys, base_argv, tmp_path):
@@ -255,6 +321,10 @@ def test_non_empty_output_dir_without_checkpoint_is_refused(capsys, base_argv, t
     line = _one_line_error(capsys, [*base_argv, "--stage", "pt", "--dataset", "devops_corpus", "--finetuning_type", "full"])
     assert "exists and is not empty; pass --overwrite_output_dir" in line
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    line = _one_line_error(capsys, [*base_argv, "--stage", "pt", "--dataset", "devops_corpus", "--finetuning_type", "full",
+                                    "--overwrite_output_dir"])
+    assert "is not empty and holds no training run" in line  # the flag replaces a run, not someone's files
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
 
 
 def test_user_mistakes_reach_the_shell_as_one_line_without_traceback(tiny_model, tmp_path):
@@ -424,6 +494,22 @@ def test_overwrite_output_dir_starts_afresh_without_old_checkpoints(tiny_model, 
     _train(tiny_model, out, hf_cache, "--max_steps", "2", "--save_steps", "2", "--overwrite_output_dir", finetuning="full")
     assert [h["step"] for h in _log_history(out) if "loss" in h] == [1, 2]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+
+
+def test_overwrite_output_dir_leaves_only_this_runs_files(tiny_model, tmp_path, hf_cache):
+    # A LoRA run, then a full one over it: no stale adapter may stay for `harness eval --model OUT` to apply.
+    out = _train(tiny_model, tmp_path / "out", hf_cache, "--max_steps", "3", "--save_steps", "3")
+    assert (out / "adapter_config.json").is_file()
+    (out / "notes.txt").write_text("inside a training run's directory: replaced with it")
+    full = ("--max_steps", "2", "--save_steps", "2")
+    _train(tiny_model, out, hf_cache, *full, "--overwrite_output_dir", finetuning="full")
+    fresh = _train(tiny_model, tmp_path / "fresh", hf_cache, *full, finetuning="full")
+
+    def listing(d):
+        return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+    assert listing(out) == listing(fresh)
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ class FinetuningArguments:
     plot_loss: bool = field(default=False, metadata={"help": "write training_loss.png into the output directory"})
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "start afresh in a non-empty output directory (default: resume from its last checkpoint)"},
+        metadata={"help": "empty the output directory of an earlier training run and start afresh (default: resume from its last checkpoint)"},
     )
 
 
@@ -167,6 +167,16 @@ def check(args: TrainArgs) -> None:
     from harness.templates import get_template
 
     check_directory_target(args.training.output_dir, "--output_dir")
+    resume = args.training.resume_from_checkpoint
+    if resume:  # the Trainer would fail only once the model is loaded, with a traceback
+        checkpoint = Path(resume).expanduser()
+        if not checkpoint.is_dir():
+            raise TrainingError(f"--resume_from_checkpoint {resume}: no such directory; give a checkpoint-N directory of a run")
+        if not (checkpoint / "trainer_state.json").is_file():
+            raise TrainingError(
+                f"--resume_from_checkpoint {resume}: not a training checkpoint (no trainer_state.json); give a checkpoint-N directory of a run"
+            )
+        args.training.resume_from_checkpoint = str(checkpoint)
     local = Path(args.model.model_name_or_path).expanduser()
     if local.is_dir():  # a LoRA adapter records its base by this path: it must work from any folder
         args.model.model_name_or_path = str(local.resolve())

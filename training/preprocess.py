@@ -51,7 +51,9 @@ def supervised_examples(
 
     def examples(batch, indices):
         out = {"input_ids": [], "attention_mask": [], "labels": []}
-        for j, row in enumerate(indices):
+        for j, row in enumerate(indices):  # row: the dataset's own row number, empty rows counted
+            if not (_text(batch[prompt][j]).strip() and _text(batch[response][j]).strip()):
+                continue  # nothing to learn from
             query = _text(batch[prompt][j])
             if columns["query"] and _text(batch[columns["query"]][j]):
                 query += "\n" + _text(batch[columns["query"]][j])
@@ -71,9 +73,7 @@ def supervised_examples(
             out["labels"].append(labels)
         return out
 
-    dataset = dataset.filter(
-        lambda row: bool(_text(row[prompt]).strip() and _text(row[response]).strip()), **_filter_kwargs(map_kwargs)
-    )
+    # Empty rows are skipped inside the map, not filtered out before it: a bad row's error names its index in the data.
     return dataset.map(examples, batched=True, with_indices=True, remove_columns=dataset.column_names, **map_kwargs)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -38,37 +39,44 @@ def train(args: TrainArgs, devops_eval: DevOpsEval | None = None, contamination:
         t.dataloader_pin_memory = False  # pinned memory only speeds up copies to an accelerator
     specs = registry.resolve(d.dataset_dir, [n.strip() for n in d.dataset.split(",") if n.strip()], f.stage)
     output = Path(t.output_dir)
+    existed = output.exists()
     resume = resume_point(output, t.resume_from_checkpoint, f.overwrite_output_dir, is_main)
 
-    tokenizer = load_tokenizer(args)
-    template = get_template(d.template) if f.stage == "sft" else None
-    check_tokenizer(tokenizer, template, m.model_name_or_path)
-    with t.main_process_first(desc="preprocessing"):  # the others then read its datasets cache
-        dataset = build_dataset(args, specs, tokenizer, template)
-    train_set, eval_set = split(dataset, d.val_size, t.seed)
-    if t.eval_strategy != "no" and eval_set is None:
-        strategy = getattr(t.eval_strategy, "value", t.eval_strategy)
-        raise TrainingError(f"--eval_strategy {strategy} needs held-out examples: pass --val_size (e.g. 0.01)")
-    if is_main:
-        write_run_record(args, output, {s.name: {str(p): registry.file_sha1(p) for p in s.files} for s in specs}, contamination)
-        log.info("%s: %d training examples, %d held out", f.stage, len(train_set), len(eval_set) if eval_set else 0)
-        log.info("first example: %s", describe_example(train_set[0], tokenizer))
+    # Starting afresh, the directory is empty (or emptied): until training ends, a failure (Ctrl-C
+    # included) takes what this run wrote there with it unless a checkpoint can be resumed, so the
+    # same or a corrected command runs again without --overwrite_output_dir.
+    with discard_on_failure(output, remove_dir=not existed, enabled=is_main and resume is None):
+        tokenizer = load_tokenizer(args)
+        template = get_template(d.template) if f.stage == "sft" else None
+        check_tokenizer(tokenizer, template, m.model_name_or_path)
+        with t.main_process_first(desc="preprocessing"):  # the others then read its datasets cache
+            dataset = build_dataset(args, specs, tokenizer, template)
+        train_set, eval_set = split(dataset, d.val_size, t.seed)
+        if t.eval_strategy != "no" and eval_set is None:
+            strategy = getattr(t.eval_strategy, "value", t.eval_strategy)
+            raise TrainingError(f"--eval_strategy {strategy} needs held-out examples: pass --val_size (e.g. 0.01)")
+        if is_main:  # the arguments as given: building the model and the Trainer changes some
+            record = run_record(args, {s.name: {str(p): registry.file_sha1(p) for p in s.files} for s in specs}, contamination)
+            log.info("%s: %d training examples, %d held out", f.stage, len(train_set), len(eval_set) if eval_set else 0)
+            log.info("first example: %s", describe_example(train_set[0], tokenizer))
 
-    model = build_model(args, is_main)
-    collator = (
-        default_data_collator  # pt blocks all have the same length
-        if f.stage == "pt"
-        else DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
-    )
-    trainer = Trainer(
-        model=model, args=t, data_collator=collator, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer
-    )
-    scorer = None
-    if devops_eval is not None:
-        scorer = DevOpsEvalCallback(devops_eval, tokenizer, t.output_dir, model_info(args, model), trainer.log)
-        trainer.add_callback(scorer)
+        model = build_model(args, is_main)
+        collator = (
+            default_data_collator  # pt blocks all have the same length
+            if f.stage == "pt"
+            else DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
+        )
+        trainer = Trainer(
+            model=model, args=t, data_collator=collator, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer
+        )
+        scorer = None
+        if devops_eval is not None:
+            scorer = DevOpsEvalCallback(devops_eval, tokenizer, t.output_dir, model_info(args, model), trainer.log)
+            trainer.add_callback(scorer)
 
-    result = trainer.train(resume_from_checkpoint=resume)
+        if is_main:  # written once the model and the Trainer are in place: a run that cannot start leaves none
+            write_run_record(output, record)
+        result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()  # the output directory itself becomes the final checkpoint
     trainer.save_state()
     trainer.log_metrics("train", result.metrics)
@@ -86,8 +94,8 @@ def train(args: TrainArgs, devops_eval: DevOpsEval | None = None, contamination:
     return output
 
 
-def write_run_record(args: TrainArgs, output: Path, files: dict, contamination: dict | None = None) -> Path:
-    """`OUT/harness_train.json`: every argument, each data file's sha1, and the software that ran."""
+def run_record(args: TrainArgs, files: dict, contamination: dict | None = None) -> dict:
+    """What `OUT/harness_train.json` holds: every argument, each data file's sha1, and the software that ran."""
     import dataclasses
     import platform
 
@@ -95,7 +103,6 @@ def write_run_record(args: TrainArgs, output: Path, files: dict, contamination: 
 
     from harness import __version__
     from harness.evaluate import git_state
-    from harness.files import write_json
 
     versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
     for name in ("peft", "datasets", "accelerate", "deepspeed"):
@@ -114,13 +121,27 @@ def write_run_record(args: TrainArgs, output: Path, files: dict, contamination: 
         "contamination": contamination,  # harness.commands.contamination.check_before_training
         "software": versions,
     }
+    return record
+
+
+def write_run_record(output: Path, record: dict) -> Path:
+    """`OUT/harness_train.json`, atomically."""
+    from harness.files import write_json
+
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / RUN_RECORD, record)
     return output / RUN_RECORD
 
 
 def resume_point(output: Path, resume_from: str | None, overwrite: bool, is_main: bool) -> str | None:
-    """The checkpoint to resume from (None: start afresh); refuse to train over someone else's files."""
+    """The checkpoint to resume from (None: start afresh); refuse to train over someone else's files.
+
+    `--overwrite_output_dir` empties a directory an earlier training run wrote (it holds
+    harness_train.json, trainer_state.json, training_args.bin or a checkpoint-*): its final weights,
+    adapter, tokenizer, checkpoints and scores must not mix with this run's, or `harness eval --model
+    OUT` would load a stale adapter onto new weights. Anything else that is not empty is refused, as
+    without the flag: the flag replaces a training run, it does not delete other files.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     if resume_from:
@@ -128,9 +149,18 @@ def resume_point(output: Path, resume_from: str | None, overwrite: bool, is_main
     if not output.is_dir() or not any(output.iterdir()):
         return None
     if overwrite:
-        if is_main:  # stale checkpoints and scores of an earlier run must not mix with this one's
-            for stale in [*output.glob("checkpoint-*"), output / RECORDS]:
-                shutil.rmtree(stale, ignore_errors=True)
+        if not is_main:  # the main process alone decides and clears; it stops the launch if it refuses
+            return None
+        if not is_training_output(output):
+            raise TrainingError(
+                f"--output_dir {output} is not empty and holds no training run ({RUN_RECORD}, trainer_state.json or "
+                "checkpoint-*); --overwrite_output_dir replaces only a training run's output: choose another directory"
+            )
+        log.info("--overwrite_output_dir: removing the earlier run in %s", output)
+        try:
+            empty_directory(output)
+        except OSError as e:
+            raise TrainingError(f"--overwrite_output_dir: cannot empty {output}: {e}") from None
         return None
     last = get_last_checkpoint(str(output))
     if last is None:
@@ -140,6 +170,42 @@ def resume_point(output: Path, resume_from: str | None, overwrite: bool, is_main
     if is_main:
         log.info("resuming from %s (pass --overwrite_output_dir to start afresh)", last)
     return last
+
+
+TRAINING_MARKERS = (RUN_RECORD, "trainer_state.json", "training_args.bin", RECORDS)
+
+
+def is_training_output(output: Path) -> bool:
+    """Whether `output` holds what a training run (this harness's or another Trainer's) writes."""
+    return any((output / name).exists() for name in TRAINING_MARKERS) or any(
+        p.is_dir() for p in output.glob("checkpoint-*")
+    )
+
+
+def empty_directory(directory: Path) -> None:
+    """Remove everything inside `directory`, not following links; the directory itself stays."""
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+@contextmanager
+def discard_on_failure(output: Path, remove_dir: bool, enabled: bool):
+    """On any failure in the block, empty `output` (and remove it when `remove_dir`) unless it holds a
+    checkpoint to resume from. Only for a run that began with `output` absent or empty: then all in it is its own."""
+    try:
+        yield
+    except BaseException:
+        if enabled and output.is_dir() and not any(p.is_dir() for p in output.glob("checkpoint-*")):
+            try:
+                empty_directory(output)
+                if remove_dir:
+                    output.rmdir()
+            except OSError as e:  # the failure itself is what the user must see
+                log.warning("could not remove what the failed run wrote in %s: %s", output, e)
+        raise
 
 
 def load_tokenizer(args: TrainArgs):
