@@ -6,7 +6,6 @@ summary is written atomically at the end, so a failed run never replaces a good 
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import subprocess
@@ -27,8 +26,10 @@ from harness.models import LoadedModel
 from harness.prompts import PromptFormat, subject_prompts
 from harness.records import (
     RESULTS,
-    SCHEMA,
     SETTINGS,
+    ModelInfo,
+    RunRecord,
+    RunSettings,
     Sample,
     rank_sample_log,
     read_all_samples,
@@ -36,7 +37,7 @@ from harness.records import (
     write_samples,
 )
 from harness.scoring import Batch, Encoded, LetterScorer, encode_prompts, plan_batches
-from tasks import GROUP, SubjectData
+from tasks import SubjectData
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def prepare(loaded: LoadedModel, data: list[SubjectData], settings: EvalSettings
             fmt.protocol.continuations(),
             add_special_tokens=fmt.add_special_tokens,
             move_trailing_whitespace=fmt.protocol.move_trailing_whitespace,
-            tokenizer_name=f"the tokenizer of {loaded.info['tokenizer']}",
+            tokenizer_name=f"the tokenizer of {loaded.info.tokenizer}",
         )
         keys.append(d.subject.key)
         questions.append([q for q, _ in pairs])
@@ -83,54 +84,32 @@ def prepare(loaded: LoadedModel, data: list[SubjectData], settings: EvalSettings
     return Prepared(keys, questions, encoded)
 
 
-# What identifies the model of a run (LoadedModel.info keys); `weights` changes when the files do.
-MODEL_IDENTITY = ("name", "revision", "adapter", "gguf_file", "dtype", "weights")
-
-
-def run_settings(model_info: dict | None, data: list[SubjectData], settings: EvalSettings, data_info: dict) -> dict:
-    """What identifies a run: a resumed run must agree on every field. Without `model_info`, the
-    settings a run directory can be checked against before the model is loaded."""
+def run_settings(data: list[SubjectData], settings: EvalSettings, data_info: dict) -> RunSettings:
+    """What the run measures: these prompts on these questions of this data."""
     fmt = settings.fmt
-    return {
-        "schema": SCHEMA,
-        **({"model": {k: model_info.get(k) for k in MODEL_IDENTITY}} if model_info is not None else {}),
-        "protocol": {"name": fmt.protocol.name, "version": fmt.protocol.version, "shots": fmt.shots, "chat": fmt.chat},
-        "task": {
-            "group": GROUP,
-            "subjects": [d.subject.key for d in data],
-            "limit": settings.limit,
-            "normalize": data_info.get("normalize", "none"),
-            "data": {d.subject.key: d.sources for d in data},
-        },
-    }
+    return RunSettings.of(
+        fmt.protocol.name, fmt.protocol.version, fmt.shots, fmt.chat, [d.subject.key for d in data],
+        settings.limit, data_info.get("normalize", "none"), {d.subject.key: d.sources for d in data},
+    )
 
 
-def _first_difference(old, new, path=""):
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            diff = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
-            if diff:
-                return diff
-        return None
-    return None if old == new else (path, old, new)
-
-
-def check_run_dir(out_dir: Path, settings_record: dict) -> bool:
+def check_run_dir(out_dir: Path, settings: RunSettings, model: ModelInfo | None = None) -> bool:
     """Whether `out_dir` holds a run started with these settings (False: it is absent or empty).
-    A run of other settings, or a directory holding something else, is a RunError. Only the parts
-    `settings_record` has are compared: without its model, this is the check made before loading."""
+    A run of other settings, or a directory holding something else, is a RunError. Without
+    `model`, this is the check made before the model is loaded."""
+    import json
+
     settings_file = out_dir / SETTINGS
     if settings_file.is_file():
         try:
             old = json.loads(settings_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RunError(f"{settings_file} is corrupt ({e}); choose another --output") from None
-        diff = _first_difference({k: old.get(k) for k in settings_record} if isinstance(old, dict) else old, settings_record)
+        diff = settings.resume_difference(old, model)
         if diff:
-            where, was, now = diff
-            why = " (the model's files changed since that run)" if where == "model.weights" else ""
+            why = " (the model's files changed since that run)" if diff.field == "model.weights" else ""
             raise RunError(
-                f"{out_dir} holds a run with other settings ({where}: {was!r} there, {now!r} now){why}; "
+                f"{out_dir} holds a run with other settings ({diff.field}: {diff.ours!r} there, {diff.theirs!r} now){why}; "
                 "choose another --output"
             )
         return True
@@ -139,16 +118,16 @@ def check_run_dir(out_dir: Path, settings_record: dict) -> bool:
     return False
 
 
-def _open_run_dir(out_dir: Path, settings_record: dict) -> tuple[bool, bool]:
+def _open_run_dir(out_dir: Path, settings: RunSettings, model: ModelInfo) -> tuple[bool, bool]:
     """Create the run directory or check that it holds the same run: (directory made, run started)."""
-    if check_run_dir(out_dir, settings_record):
+    if check_run_dir(out_dir, settings, model):
         return False, False
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot create {out_dir}: {e.strerror or e}") from None
-    write_json(out_dir / SETTINGS, settings_record)
+    write_json(out_dir / SETTINGS, settings.settings_json(model.resume_identity()))
     return created, True
 
 
@@ -189,7 +168,7 @@ def evaluate(
     data_info: dict,
     workers: Workers = Workers(),
     progress: bool = True,
-) -> dict | None:
+) -> RunRecord | None:
     """Score every question (resuming a partial run in `out_dir`) and write its run record.
 
     With several workers, each scores its share and the main worker writes the record (and
@@ -200,14 +179,14 @@ def evaluate(
     torch.manual_seed(settings.seed)
     prepared = prepare(loaded, data, settings)
     prepare_seconds = time.perf_counter() - t0
-    record = run_settings(loaded.info, data, settings, data_info)
+    run = run_settings(data, settings, data_info)
     out_dir = Path(out_dir)
-    created, started = _open_run_dir(out_dir, record) if workers.is_main else (False, False)
+    created, started = _open_run_dir(out_dir, run, loaded.info) if workers.is_main else (False, False)
     done: dict = {}
     try:
         workers.barrier()
         if not workers.is_main:
-            _open_run_dir(out_dir, record)
+            _open_run_dir(out_dir, run, loaded.info)
         own_log = rank_sample_log(out_dir, workers.rank, workers.world_size)
         own_log.repair()
         done = read_all_samples(out_dir)
@@ -236,7 +215,7 @@ def evaluate(
         with tqdm(
             total=sum(len(b.items) for b in mine),
             unit="q",
-            desc=f"{loaded.info['name']} {settings.fmt.protocol.name} {settings.fmt.shots}-shot",
+            desc=f"{loaded.info.name} {settings.fmt.protocol.name} {settings.fmt.shots}-shot",
             file=sys.stderr,
             disable=not progress or not workers.is_main,
             dynamic_ncols=True,
@@ -270,23 +249,18 @@ def evaluate(
         raise RunError(f"{out_dir}: question {missing[0]} was not scored by any worker; run again to resume")
     samples = [done[k] for k in wanted]
     write_samples(out_dir, samples)
-    results = {
-        "schema": SCHEMA,
-        "harness": {"version": __version__, **git_state()},
-        "model": loaded.info,
-        "protocol": {
-            "name": settings.fmt.protocol.name,
-            "version": settings.fmt.protocol.version,
-            "title": settings.fmt.protocol.title,
-            "shots": settings.fmt.shots,
-            "chat": settings.fmt.chat,
-            "continuations": list(settings.fmt.protocol.continuations()),
-            "aggregate": settings.fmt.protocol.aggregate,
-        },
-        "task": {**record["task"], "data_source": {k: v for k, v in data_info.items() if k != "normalize"}},
-        "runtime": {
-            "device": loaded.info["device"],
-            "backend": loaded.info.get("backend", "transformers"),
+    record = RunRecord(
+        model=loaded.info,
+        settings=run,
+        scores=summarize(samples, prepared.subject_keys),
+        protocol_title=settings.fmt.protocol.title,
+        continuations=tuple(settings.fmt.protocol.continuations()),
+        aggregate=settings.fmt.protocol.aggregate,
+        data_source={k: v for k, v in data_info.items() if k != "normalize"},
+        harness={"version": __version__, **git_state()},
+        runtime={
+            "device": loaded.info.device,
+            "backend": loaded.info.backend,
             "world_size": workers.world_size,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -311,15 +285,14 @@ def evaluate(
                 "computed_tokens": sum(cost(b) for b in pending),
             },
         },
-        **summarize(samples, prepared.subject_keys),
-    }
-    write_json(out_dir / RESULTS, results)
-    return results
+    )
+    write_json(out_dir / RESULTS, record.to_json())
+    return record
 
 
 def letter_scorer(loaded: LoadedModel):
     """The scorer for the model's backend: transformers (default) or vLLM."""
-    if loaded.info.get("backend") == "vllm":
+    if loaded.info.backend == "vllm":
         from harness.vllm_backend import VllmLetterScorer
 
         return VllmLetterScorer(loaded.model)

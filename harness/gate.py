@@ -3,12 +3,9 @@
 Pure: two finished runs and thresholds in, a `Verdict` out, and its renderings (Markdown, JUnit
 XML, a JSON record). `harness/commands/gate.py` reads runs, writes files and sets the exit code.
 
-The rule. Every question is a pair (right in the baseline?, right in the candidate?). Only the
-discordant pairs carry evidence: b = right→wrong, c = wrong→right, and the drop is (b − c)/n.
-A regression is a drop larger than `max_drop` points that the exact McNemar test (two-sided
-binomial test of b among b + c at 1/2) finds significant at `alpha`. Subjects get the same rule
-with `subject_max_drop`, their p-values Holm-adjusted over the subjects, so that six small tests
-do not trip on noise more often than one would. Floors (`--min-score`, a published reference
+The rule, on the paired comparison of `reports.paired`: a regression is a drop larger than
+`max_drop` points that the exact McNemar test finds significant at `alpha`. Subjects get the same
+rule with `subject_max_drop`, their p-values Holm-adjusted over the subjects. Floors (`--min-score`, a published reference
 row) compare the candidate's score with a number; they have no paired data to test.
 """
 
@@ -17,11 +14,11 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
-from harness.records import Run, check_comparable, setting
-from harness.stats import holm_adjust, mcnemar_exact, wilson_interval
+from harness.records import Run
 from reports.markdown import md_code, md_escape
+from reports.paired import Comparison, pair_runs
 
 SCHEMA = "devops-eval/gate/1"
 PASS, REGRESSION = 0, 1
@@ -47,25 +44,6 @@ class Floor:
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """Baseline and candidate on the same questions (all of them, or one subject's); scores in points."""
-
-    name: str
-    n: int
-    baseline_correct: int
-    candidate_correct: int
-    right_to_wrong: int
-    wrong_to_right: int
-    p_value: float  # exact two-sided McNemar on the discordant pairs
-    p_adjusted: float  # Holm over the subjects; equal to p_value for the overall comparison
-    baseline_score: float
-    candidate_score: float
-    baseline_ci95: tuple[float, float]  # Wilson
-    candidate_ci95: tuple[float, float]
-    drop: float  # baseline − candidate; negative is a gain
-
-
-@dataclass(frozen=True)
 class Check:
     """One rule applied to one thing (a JUnit test case): whether it failed, and why, with the numbers."""
 
@@ -81,7 +59,7 @@ class RunInfo:
 
     path: str
     model: str
-    contamination: str | None = None  # harness.lineage.contamination_flag: shown, never decides
+    contamination: str | None = None  # `Run.contamination`: shown, never decides
 
 
 @dataclass(frozen=True)
@@ -111,39 +89,6 @@ class Verdict:
 
 
 # --- the decision ----------------------------------------------------------------------------
-
-
-def compare(name: str, pairs: Sequence[tuple[bool, bool]]) -> Comparison:
-    """Paired outcomes (baseline right?, candidate right?) → scores, discordant counts, McNemar p."""
-    n = len(pairs)
-    base = sum(a for a, _ in pairs)
-    cand = sum(b for _, b in pairs)
-    right_to_wrong = sum(1 for a, b in pairs if a and not b)
-    wrong_to_right = sum(1 for a, b in pairs if b and not a)
-    p = mcnemar_exact(right_to_wrong, wrong_to_right)
-
-    def points(k: int) -> float:
-        return 100 * k / n if n else 0.0
-
-    def interval(k: int) -> tuple[float, float]:
-        lo, hi = wilson_interval(k, n)
-        return (100 * lo, 100 * hi)
-
-    return Comparison(
-        name=name,
-        n=n,
-        baseline_correct=base,
-        candidate_correct=cand,
-        right_to_wrong=right_to_wrong,
-        wrong_to_right=wrong_to_right,
-        p_value=p,
-        p_adjusted=p,
-        baseline_score=points(base),
-        candidate_score=points(cand),
-        baseline_ci95=interval(base),
-        candidate_ci95=interval(cand),
-        drop=100 * (right_to_wrong - wrong_to_right) / n if n else 0.0,
-    )
 
 
 def fmt_p(p: float) -> str:
@@ -179,15 +124,8 @@ def _floor_check(floor: Floor, overall: Comparison) -> Check:
 
 def decide(baseline: Run, candidate: Run, thresholds: Thresholds = Thresholds(), floors: Sequence[Floor] = ()) -> Verdict:
     """Compare two runs question by question and apply the rules; IncompatibleRuns if they can't be."""
-    check_comparable(baseline, candidate)
-    cand = {s.key: s.correct for s in candidate.samples}
-    order = setting(baseline.results, "task.subjects") or list(dict.fromkeys(s.subject for s in baseline.samples))
-    by_subject: dict[str, list[tuple[bool, bool]]] = {key: [] for key in order}
-    for s in sorted(baseline.samples, key=lambda s: s.key):
-        by_subject.setdefault(s.subject, []).append((s.correct, cand[s.key]))
-    overall = compare("overall", [pair for pairs in by_subject.values() for pair in pairs])
-    raw = [compare(key, pairs) for key, pairs in by_subject.items() if pairs]
-    subjects = tuple(replace(c, p_adjusted=p) for c, p in zip(raw, holm_adjust([c.p_value for c in raw])))
+    paired = pair_runs(baseline, candidate)
+    overall, subjects = paired.overall, paired.subjects
 
     t = thresholds
     holm = f"Holm p ({len(subjects)} subjects)"
@@ -205,13 +143,13 @@ def decide(baseline: Run, candidate: Run, thresholds: Thresholds = Thresholds(),
         if worst is not None and worst.drop > 0:
             subject_line += f" (largest drop: {worst.name} {worst.drop:.2f} points, {holm} = {fmt_p(worst.p_adjusted)})"
         decided_by = (checks[0].reason, subject_line, *(c.reason for c in checks if c.rule == "floor"))
-    p = candidate.results["protocol"]
+    s = candidate.settings
     return Verdict(
-        baseline=RunInfo(str(baseline.path), baseline.model_name),
-        candidate=RunInfo(str(candidate.path), candidate.model_name),
-        protocol=f"{p['name']}/v{p['version']}",
-        shots=p["shots"],
-        chat=p.get("chat"),
+        baseline=RunInfo(str(baseline.path), baseline.model_name, baseline.contamination),
+        candidate=RunInfo(str(candidate.path), candidate.model_name, candidate.contamination),
+        protocol=f"{s.protocol}/v{s.version}",
+        shots=s.shots,
+        chat=s.chat,
         thresholds=thresholds,
         overall=overall,
         subjects=subjects,

@@ -2,11 +2,12 @@
 found from a run record, and the contamination flag it carries.
 
 A run record (`results.json`) names its model by `model.name`, `model.path` and `model.adapter`.
-Any of them that is a local directory holding `harness_train.json` — or a `checkpoint-N` directory
-inside one — is a checkpoint this harness trained. When that record's `contamination.contaminated`
-is true (the check `harness train` runs on its datasets found evaluated questions), the gate and the
-leaderboard flag the run. Relative paths are taken from the current directory, as `harness eval`
-took them. `harness train merge` copies the adapter's record into the merged model; a checkpoint
+Any of them that is an absolute path to a local directory holding `harness_train.json` — or to a
+`checkpoint-N` directory inside one — is a checkpoint this harness trained. When that record's
+`contamination.contaminated` is true (the check `harness train` runs on its datasets found evaluated
+questions), the gate and the leaderboard flag the run. `harness eval` records local models by
+absolute path; a relative path (a record of an older harness) is not looked up, since what it
+names would depend on the directory the reading command runs in. `harness train merge` copies the adapter's record into the merged model; a checkpoint
 copied by other means carries no training record, and so no flag.
 """
 
@@ -20,26 +21,27 @@ TRAINING_RECORD = "harness_train.json"  # the name `harness train` writes (train
 _CHECKPOINT = re.compile(r"checkpoint-\d+")
 
 
-def training_records(model: dict) -> list[Path]:
-    """The training records of the local directories a run record's `model` names, in that order, once each."""
-    found: dict[Path, None] = {}
-    for key in ("name", "path", "adapter"):
-        value = model.get(key)
-        if not isinstance(value, str) or not value:
-            continue
-        directory = Path(value).expanduser()
-        for candidate in (directory, directory.parent if _CHECKPOINT.fullmatch(directory.name) else None):
-            if candidate is not None and (candidate / TRAINING_RECORD).is_file():
-                found.setdefault((candidate / TRAINING_RECORD).resolve())
-                break
-    return list(found)
-
-
-def contamination_flag(results: dict) -> str | None:
-    """Why a run's model is flagged (trained on data holding evaluated questions), or None."""
-    model = results.get("model") if isinstance(results, dict) else None
-    if not isinstance(model, dict):
+def training_record(directory: str | None) -> Path | None:
+    """The training record of a checkpoint directory (or of the run a `checkpoint-N` belongs to),
+    given by absolute path; None where there is none."""
+    if not isinstance(directory, str) or not directory or not Path(directory).expanduser().is_absolute():
         return None
+    path = Path(directory).expanduser()
+    for candidate in (path, path.parent if _CHECKPOINT.fullmatch(path.name) else None):
+        if candidate is not None and (candidate / TRAINING_RECORD).is_file():
+            return (candidate / TRAINING_RECORD).resolve()
+    return None
+
+
+def training_records(model) -> list[Path]:
+    """The training records of the local directories a run record's model (`harness.records.ModelInfo`,
+    or anything with `name`, `path` and `adapter`) names, in that order, once each."""
+    found = (training_record(getattr(model, key, None)) for key in ("name", "path", "adapter"))
+    return list(dict.fromkeys(p for p in found if p is not None))
+
+
+def contamination_flag(model) -> str | None:
+    """Why a run's model is flagged (trained on data holding evaluated questions), or None."""
     for path in training_records(model):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))

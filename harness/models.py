@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import ModelError
+from harness.records import ModelInfo
 
 if TYPE_CHECKING:
     import torch
@@ -43,8 +44,13 @@ class LoadedModel:
 
     model: torch.nn.Module
     tokenizer: object
-    info: dict
+    info: ModelInfo
     load_seconds: float
+
+
+def _absolute(path: str) -> str:
+    """A local model's directory as the record keeps it: what was loaded, wherever the reader runs."""
+    return str(Path(path).expanduser().absolute())
 
 
 def resolve_device(device: str) -> str:
@@ -147,22 +153,22 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     if not placement:
         model.to(device)
     model.eval()
-    info = {
-        "name": spec.model,
-        "path": src.path,
-        "revision": spec.revision or getattr(model.config, "_commit_hash", None),
-        "gguf_file": src.gguf_file,
-        "adapter": src.adapter,
-        "tokenizer": src.tokenizer,
-        "requested_dtype": spec.dtype,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "architecture": (getattr(model.config, "architectures", None) or [type(model).__name__])[0],
-        "parameters": count_parameters(model),
-        "quantization": quantization_info(model, src),
-        "weights": weights_fingerprint(src),
-        "trust_remote_code": spec.trust_remote_code,
-        "device": device if not spec.device_map else f"device_map={spec.device_map}",
-    }
+    info = ModelInfo(
+        name=spec.model,
+        path=_absolute(src.path) if src.local else src.path,
+        revision=spec.revision or getattr(model.config, "_commit_hash", None),
+        gguf_file=src.gguf_file,
+        adapter=_absolute(src.adapter) if src.adapter else None,
+        tokenizer=_absolute(src.tokenizer) if Path(src.tokenizer).expanduser().is_dir() else src.tokenizer,
+        requested_dtype=spec.dtype,
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        architecture=(getattr(model.config, "architectures", None) or [type(model).__name__])[0],
+        parameters=count_parameters(model),
+        quantization=quantization_info(model, src),
+        weights=weights_fingerprint(src),
+        trust_remote_code=spec.trust_remote_code,
+        device=device if not spec.device_map else f"device_map={spec.device_map}",
+    )
     return LoadedModel(model, tokenizer, info, time.perf_counter() - start)
 
 

@@ -1,18 +1,26 @@
-"""Run records: a run is a directory holding
+"""Run records, typed: what a run is, and the one rule for which runs may resume into or be
+compared with which.
 
-- `settings.json`: what the run was started with (a resumed run must match it),
-- `samples.jsonl`: one line per scored question, appended as questions finish,
-- `results.json`: the summary, written atomically once every question is scored.
+A run is a directory holding
 
-Leaderboards, reports and the gate read runs through `load_run` only.
+- `settings.json`: what the run was started with (`RunSettings` and the model's identity); a
+  resumed run must match it,
+- `samples.jsonl`: one `Sample` per scored question, appended as questions finish,
+- `results.json`: the `RunRecord`, written atomically once every question is scored.
+
+`RunRecord.to_json` is the only writer of `results.json` and `RunRecord.from_json` its only reader
+(it refuses what this harness never writes); `load_run` reads a whole run through them, and every
+reader above (reports, leaderboard, gate, quantize comparison) takes the `Run` it returns.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +29,7 @@ import numpy as np
 from harness.errors import RunError
 from harness.files import write_atomic
 from harness.stats import macro_interval, wilson_interval
+from tasks import GROUP, LETTERS, all_subjects
 
 SCHEMA = "devops-eval/run/1"
 RESULTS = "results.json"
@@ -28,7 +37,11 @@ SAMPLES = "samples.jsonl"
 SETTINGS = "settings.json"
 # Each data-parallel worker appends to its own file; the finished run merges them into SAMPLES.
 RANK_SAMPLES = "samples.rank{rank}.jsonl"
-LETTERS = ("A", "B", "C", "D")
+
+__all__ = ["LETTERS", "ModelInfo", "Run", "RunRecord", "RunSettings", "Sample", "Score", "load_run"]
+
+
+# --- one scored question ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,39 @@ class Sample:
         values = tuple(float(x) for x in logits)
         pred = LETTERS[int(np.argmax(np.asarray(values, dtype=np.float64)))]
         return cls(subject, int(id), gold, pred, values, pred == gold)
+
+    def probabilities(self) -> np.ndarray:
+        """Softmax of the four stored letter logits (float64)."""
+        x = np.asarray(self.logits, dtype=np.float64)
+        e = np.exp(x - x.max())
+        return e / e.sum()
+
+    def probability(self, letter: str) -> float:
+        return float(self.probabilities()[LETTERS.index(letter)])
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> Sample:
+        """A sample line read back, refusing what the harness never writes (a reader trusts `correct`)."""
+        subject, id_, gold, pred, correct = d["subject"], d["id"], d["gold"], d["pred"], d["correct"]
+        logits = tuple(float(x) for x in d["logits"])
+        if not isinstance(subject, str) or type(id_) is not int:
+            raise _BadSample("subject must be a name and id a row number")
+        if gold not in LETTERS or pred not in LETTERS or len(logits) != len(LETTERS):
+            raise _BadSample("gold and pred must be letters A-D, logits four numbers")
+        if type(correct) is not bool or correct != (pred == gold):
+            raise _BadSample(f"correct is {correct!r} but pred {pred} and gold {gold}")
+        return cls(subject, id_, gold, pred, logits, correct)
+
+
+class _BadSample(ValueError):
+    pass
+
+
+def _line(sample: Sample) -> str:
+    return json.dumps(sample.to_json(), ensure_ascii=False) + "\n"
 
 
 class SampleLog:
@@ -79,7 +125,7 @@ class SampleLog:
         samples = {}
         for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
             try:
-                s = _sample(json.loads(line))
+                s = Sample.from_json(json.loads(line))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 why = f" ({e})" if isinstance(e, _BadSample) else ""
                 raise RunError(f"{self.path} line {number}: not a sample record{why}") from None
@@ -92,27 +138,6 @@ class SampleLog:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-
-
-class _BadSample(ValueError):
-    pass
-
-
-def _sample(d: dict) -> Sample:
-    """A sample line read back, refusing what the harness never writes (a reader trusts `correct`)."""
-    subject, id_, gold, pred, correct = d["subject"], d["id"], d["gold"], d["pred"], d["correct"]
-    logits = tuple(float(x) for x in d["logits"])
-    if not isinstance(subject, str) or type(id_) is not int:
-        raise _BadSample("subject must be a name and id a row number")
-    if gold not in LETTERS or pred not in LETTERS or len(logits) != len(LETTERS):
-        raise _BadSample("gold and pred must be letters A-D, logits four numbers")
-    if type(correct) is not bool or correct != (pred == gold):
-        raise _BadSample(f"correct is {correct!r} but pred {pred} and gold {gold}")
-    return Sample(subject, id_, gold, pred, logits, correct)
-
-
-def _line(sample: Sample) -> str:
-    return json.dumps(asdict(sample), ensure_ascii=False) + "\n"
 
 
 def rank_sample_log(run_dir: Path, rank: int, world_size: int) -> SampleLog:
@@ -138,144 +163,302 @@ def write_samples(run_dir: Path, samples: list[Sample]) -> None:
         path.unlink()
 
 
-def summarize(samples: Iterable[Sample], subject_keys: list[str]) -> dict:
+# --- scores ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Score:
+    """An accuracy over `n` questions with its 95% interval (fractions, not percent); `correct`
+    and `n` are None for the macro average, which is no count."""
+
+    correct: int | None
+    n: int | None
+    accuracy: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-subject accuracy, and the micro and macro averages over the subjects."""
+
+    subjects: dict[str, Score]
+    micro: Score
+    macro: Score
+
+    def to_json(self) -> dict:
+        return {
+            "subjects": {k: {"n": s.n, "correct": s.correct, "accuracy": s.accuracy, "ci95": [s.low, s.high]}
+                         for k, s in self.subjects.items()},
+            "overall": {
+                "n": self.micro.n,
+                "correct": self.micro.correct,
+                "micro": self.micro.accuracy,
+                "micro_ci95": [self.micro.low, self.micro.high],
+                "macro": self.macro.accuracy,
+                "macro_ci95": [self.macro.low, self.macro.high],
+            },
+        }
+
+
+def summarize(samples: Iterable[Sample], subject_keys: list[str]) -> Scores:
     """Per-subject and overall accuracy (micro and macro) with 95% intervals."""
     by_subject = {k: [0, 0] for k in subject_keys}
     for s in samples:
         by_subject[s.subject][0] += s.correct
         by_subject[s.subject][1] += 1
-    subjects = {}
-    for key, (k, n) in by_subject.items():
-        lo, hi = wilson_interval(k, n)
-        subjects[key] = {"n": n, "correct": k, "accuracy": k / n if n else 0.0, "ci95": [lo, hi]}
+    subjects = {key: Score(k, n, k / n if n else 0.0, *wilson_interval(k, n)) for key, (k, n) in by_subject.items()}
     correct = sum(k for k, _ in by_subject.values())
     n = sum(n for _, n in by_subject.values())
-    parts = list(by_subject.values())
+    parts = [tuple(v) for v in by_subject.values()]
     macro = sum(k / n_ for k, n_ in parts if n_) / max(1, sum(1 for _, n_ in parts if n_))
-    overall = {
-        "n": n,
-        "correct": correct,
-        "micro": correct / n if n else 0.0,
-        "micro_ci95": list(wilson_interval(correct, n)),
-        "macro": macro,
-        "macro_ci95": list(macro_interval(parts)),
-    }
-    return {"subjects": subjects, "overall": overall}
+    micro = Score(correct, n, correct / n if n else 0.0, *wilson_interval(correct, n))
+    return Scores(subjects, micro, Score(None, None, macro, *macro_interval(parts)))
 
 
-@dataclass
-class Run:
-    """A finished run read back from its directory."""
+# --- the model -------------------------------------------------------------------------------
 
-    path: Path
-    results: dict
-    samples: list[Sample]
+
+@dataclass(frozen=True)
+class ModelId:
+    """Which weights were scored: two runs of the same ModelId differ only in their settings."""
+
+    name: str
+    revision: str | None
+    adapter: str | None
+    gguf_file: str | None
+    dtype: str | None
+    quantization: str | None  # the record's quantization block as canonical JSON
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The record's `model` block. Three things kept apart: `name` is what the user passed to
+    `--model` (what rows and headings show), `path` and `adapter` are what was loaded (a Hub id,
+    or an absolute local directory: lineage reads them, so no output depends on the directory a
+    command runs in), and `identity` is what runs are compared by."""
+
+    name: str
+    path: str | None = None
+    revision: str | None = None
+    gguf_file: str | None = None
+    adapter: str | None = None
+    tokenizer: str | None = None
+    requested_dtype: str | None = None
+    dtype: str | None = None
+    architecture: str | None = None
+    parameters: int | None = None
+    quantization: dict | None = None
+    weights: str | None = None  # fingerprint of a local model's files (names, sizes, times)
+    trust_remote_code: bool = False
+    device: str | None = None
+    # Anything else a writer adds (backend, training, training_step), kept as written.
+    extra: dict = field(default_factory=dict)
+
+    # What a resumed run must agree on (settings.json's `model`): `weights` changes when the files do.
+    RESUME_FIELDS = ("name", "revision", "adapter", "gguf_file", "dtype", "weights")
 
     @property
-    def protocol(self) -> str:
-        return self.results["protocol"]["name"]
+    def identity(self) -> ModelId:
+        q = json.dumps(self.quantization, sort_keys=True) if self.quantization else None
+        return ModelId(self.name, self.revision, self.adapter, self.gguf_file, self.dtype, q)
+
+    def resume_identity(self) -> dict:
+        return {k: getattr(self, k) for k in self.RESUME_FIELDS}
 
     @property
-    def shots(self) -> int:
-        return self.results["protocol"]["shots"]
+    def backend(self) -> str:
+        return self.extra.get("backend", "transformers")
 
     @property
-    def model_name(self) -> str:
-        return self.results["model"]["name"]
+    def bits(self) -> int | None:
+        bits = (self.quantization or {}).get("bits")
+        return bits if isinstance(bits, int) else None
+
+    def short_name(self) -> str:
+        """A Hub id as it is; a local path by its last component (the full name stays in the record)."""
+        name = _last_component(self.name) if _looks_like_path(self.name) else self.name
+        if self.adapter and _last_component(self.adapter) not in (_last_component(self.name), ""):
+            name += f" + {_last_component(self.adapter)}"
+        return name
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in _MODEL_FIELDS}
+        return {**d, **{k: v for k, v in self.extra.items() if k not in d}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ModelInfo:
+        if not isinstance(d.get("name"), str):
+            raise ValueError("model needs a name")
+        known = {k: d.get(k) for k in _MODEL_FIELDS if k in d}
+        for key in ("path", "revision", "gguf_file", "adapter", "tokenizer", "requested_dtype", "dtype", "architecture",
+                    "weights", "device"):
+            if known.get(key) is not None and not isinstance(known[key], str):
+                raise ValueError(f"model.{key} must be text")
+        if known.get("quantization") is not None and not isinstance(known["quantization"], dict):
+            raise ValueError("model.quantization must be an object")
+        if not isinstance(known.get("parameters"), int) or isinstance(known.get("parameters"), bool):
+            known["parameters"] = None
+        known["trust_remote_code"] = bool(known.get("trust_remote_code"))
+        return cls(**known, extra={k: v for k, v in d.items() if k not in _MODEL_FIELDS})
 
 
-def load_run(path: str | Path) -> Run:
-    """Read a finished run; a directory that is not one, or a corrupt one, is a RunError."""
-    path = Path(path)
-    results_file = path / RESULTS
-    if not path.is_dir():
-        raise RunError(f"no such run directory: {path}")
-    if not results_file.is_file():
-        hint = " (unfinished: re-run the same command to resume it)" if (path / SAMPLES).is_file() else ""
-        raise RunError(f"{path} is not a finished run: no {RESULTS}{hint}")
-    try:
-        results = json.loads(results_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{results_file} is corrupt: {e}") from None
-    if not isinstance(results, dict) or results.get("schema") != SCHEMA:
-        raise RunError(f"{results_file} is not a run record of this harness (schema {SCHEMA})")
-    _check_shape(results, results_file)
-    samples = list(SampleLog(path / SAMPLES).load().values())
-    _check_counts(results, samples, path)
-    return Run(path, results, samples)
-
-
-def _check_shape(results: dict, results_file: Path) -> None:
-    """The parts of a run record its readers rely on, with the types they rely on."""
-    for key in ("model", "protocol", "task", "subjects", "overall"):
-        if not isinstance(results.get(key), dict):
-            raise RunError(f"{results_file}: '{key}' is missing or not an object")
-    p, m = results["protocol"], results["model"]
-    if not (isinstance(p.get("name"), str) and isinstance(p.get("version"), str) and type(p.get("shots")) is int):
-        raise RunError(f"{results_file}: protocol needs a name, a version (text) and shots (a whole number)")
-    if not isinstance(m.get("name"), str):
-        raise RunError(f"{results_file}: model needs a name")
-    for where, part in [*((f"subjects.{k}", v) for k, v in results["subjects"].items()), ("overall", results["overall"])]:
-        if not isinstance(part, dict) or type(part.get("n")) is not int or type(part.get("correct")) is not int:
-            raise RunError(f"{results_file}: {where} needs whole numbers n and correct")
-
-
-def _check_counts(results: dict, samples: list[Sample], path: Path) -> None:
-    """results.json must say what its samples say: readers use one or the other."""
-    subjects = list(results["subjects"])
-    stray = sorted({s.subject for s in samples} - set(subjects))
-    if stray:
-        raise RunError(f"{path}: {SAMPLES} has questions of {', '.join(stray)}, which {RESULTS} does not list")
-    counted = summarize(samples, subjects)
-    for where, ours, theirs in [
-        *((f"subjects.{k}", counted["subjects"][k], results["subjects"][k]) for k in subjects),
-        ("overall", counted["overall"], results["overall"]),
-    ]:
-        for field in ("n", "correct"):
-            if ours[field] != theirs[field]:
-                raise RunError(
-                    f"{path}: {RESULTS} {where}.{field} is {theirs[field]} but {SAMPLES} gives {ours[field]}"
-                )
-        score = "micro" if where == "overall" else "accuracy"
-        if not isinstance(theirs.get(score), int | float) or abs(theirs[score] - ours[score]) > 1e-9:
-            raise RunError(f"{path}: {RESULTS} {where}.{score} is {theirs.get(score)!r} but {SAMPLES} gives {ours[score]:.6f}")
-
-
-# --- comparability: may two runs be compared question by question? ------------------------------
-
-# Settings that must agree, in the order they are checked (dotted paths into results.json).
-# The data (content digests of every split) and the question set are checked after these.
-COMPARED_SETTINGS = (
-    "schema",
-    "protocol.name",
-    "protocol.version",
-    "protocol.shots",
-    "protocol.chat",
-    "task.normalize",
-    "task.subjects",
-    "task.limit",
+_MODEL_FIELDS = (
+    "name", "path", "revision", "gguf_file", "adapter", "tokenizer", "requested_dtype", "dtype", "architecture",
+    "parameters", "quantization", "weights", "trust_remote_code", "device",
 )
 
 
-class IncompatibleRuns(RunError):
-    """Two runs that cannot be compared question by question (other protocol, shots, data...)."""
+def _looks_like_path(name: str) -> bool:
+    # Not a filesystem check: a label must not depend on where the leaderboard is rendered.
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
 
 
-def setting(results: dict, dotted: str) -> Any:
-    """A value of results.json by dotted path (`protocol.shots`); None where absent."""
-    value: Any = results
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
+def _last_component(path: str | None) -> str:
+    return Path(str(path).rstrip("/\\")).name if path else ""
 
 
-def setting_difference(a: dict, b: dict, fields: Sequence[str] = COMPARED_SETTINGS) -> tuple[str, Any, Any] | None:
-    """The first of `fields` whose value differs between two results dicts, with both values."""
-    for field in fields:
-        va, vb = setting(a, field), setting(b, field)
-        if va != vb:
-            return field, va, vb
-    return None
+# --- the settings, and the one comparability rule --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Difference:
+    """The first thing two runs' settings disagree on: a field (dotted, as in the record) or a data split."""
+
+    field: str
+    ours: Any
+    theirs: Any
+
+    @property
+    def is_data(self) -> bool:
+        return self.field.startswith("task.data.")
+
+    @property
+    def split(self) -> str:
+        return self.field.removeprefix("task.data.")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run measured: the prompts (protocol, version, shots, chat format) on which questions
+    (subjects, limit, normalization) of which data. Equal settings (content digests included) are
+    what makes two accuracies comparable; `sources` (where the files were read) only matters for
+    resuming into a run directory."""
+
+    protocol: str
+    version: str
+    shots: int
+    chat: str | None  # None: plain prompt; "chatml" / "tokenizer": one user turn
+    subjects: tuple[str, ...]
+    limit: int | None
+    normalize: str
+    # subject -> split -> content digest of its parsed cells; None while the data is not loaded yet
+    # (`harness eval --gate-baseline` checks its baseline before reading the questions).
+    content: tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...] | None = None
+    group: str = field(default=GROUP, compare=False)
+    sources: Mapping | None = field(default=None, compare=False, repr=False)  # subject -> split -> source
+
+    # Checked in this order; a run's shots and chat format are what a leaderboard section spreads
+    # over its columns and tables, the rest is what the section shares.
+    COMPARED = ("protocol.name", "protocol.version", "protocol.shots", "protocol.chat",
+                "task.normalize", "task.subjects", "task.limit")
+
+    @classmethod
+    def of(cls, protocol: str, version: str, shots: int, chat: str | None, subjects, limit: int | None,
+           normalize: str, sources: Mapping | None = None) -> RunSettings:
+        content = None
+        if sources is not None:
+            content = tuple((s, tuple((split, (src or {}).get("content_sha256")) for split, src in splits.items()))
+                            for s, splits in sources.items())
+        return cls(protocol, version, shots, chat, tuple(subjects), limit, normalize, content, sources=sources)
+
+    def value(self, dotted: str) -> Any:
+        return {
+            "protocol.name": self.protocol, "protocol.version": self.version, "protocol.shots": self.shots,
+            "protocol.chat": self.chat, "task.normalize": self.normalize, "task.subjects": list(self.subjects),
+            "task.limit": self.limit,
+        }[dotted]
+
+    def comparison_difference(self, other: RunSettings) -> Difference | None:
+        """Why two runs cannot be compared question by question or ranked together: the first
+        setting that differs, then the first split whose content differs (a Hub copy and a local
+        copy of the same questions agree). None: they can. Unknown data is not a difference."""
+        for dotted in self.COMPARED:
+            if self.value(dotted) != other.value(dotted):
+                return Difference(dotted, self.value(dotted), other.value(dotted))
+        if self.content is None or other.content is None:
+            return None
+        ours, theirs = _digests(self.content), _digests(other.content)
+        for split in dict.fromkeys([*ours, *theirs]):
+            if ours.get(split) != theirs.get(split):
+                return Difference(f"task.data.{split}", ours.get(split), theirs.get(split))
+        return None
+
+    def resume_difference(self, recorded: Any, model: ModelInfo | None = None) -> Difference | None:
+        """Why a run directory's `settings.json` (`recorded`) is not that of this run of `model`:
+        the first field that differs, data sources included. Without `model` (before it loads),
+        everything else is compared."""
+        return _first_difference(recorded, self.settings_json(model.resume_identity() if model else None))
+
+    @property
+    def section(self) -> tuple:
+        """What a leaderboard section's numbers share: everything but shots and the chat format."""
+        return (self.protocol, self.version, self.subjects, self.limit, self.normalize, self.data_fingerprint)
+
+    @property
+    def data_fingerprint(self) -> str | None:
+        """12 hex digits naming the questions' content (each split's parsed cells), wherever they were read."""
+        if self.content is None:
+            return None
+        hashes = {subject: dict(splits) for subject, splits in self.content}
+        return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def published_data(self) -> bool:
+        """Every split's content is the published one (the model card's numbers were made on it)."""
+        published = {s.key: s.content_sha256 for s in all_subjects()}
+        return self.content is not None and all(
+            published.get(subject, {}).get(split) == digest for subject, splits in self.content for split, digest in splits
+        )
+
+    @property
+    def data_origin(self) -> str:
+        """Where the questions were read: 'local' or 'hub'."""
+        sources = [src for splits in (self.sources or {}).values() for src in splits.values()]
+        return "hub" if any(isinstance(src, dict) and "hub" in src for src in sources) else "local"
+
+    def describe(self) -> str:
+        chat = f", chat ({self.chat})" if self.chat else ""
+        return f"{self.protocol}/v{self.version}, {self.shots}-shot{chat}"
+
+    def settings_json(self, model: dict | None = None) -> dict:
+        """settings.json: what identifies a run. Without `model`, what a run directory can be
+        checked against before the model is loaded."""
+        return {
+            "schema": SCHEMA,
+            **({"model": model} if model is not None else {}),
+            "protocol": {"name": self.protocol, "version": self.version, "shots": self.shots, "chat": self.chat},
+            "task": self.task_json(),
+        }
+
+    def task_json(self) -> dict:
+        return {"group": self.group, "subjects": list(self.subjects), "limit": self.limit, "normalize": self.normalize,
+                "data": self.sources}
+
+
+def _digests(content) -> dict[str, str | None]:
+    return {f"{subject}/{split}": digest for subject, splits in content for split, digest in splits}
+
+
+def _first_difference(old, new, path="") -> Difference | None:
+    """The first leaf of `new` whose value `old` does not share (keys of `new` only, sorted)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(new) if not path else sorted(set(old) | set(new)):
+            diff = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+            if diff:
+                return diff
+        return None
+    return None if old == new else Difference(path, old, new)
 
 
 def show_setting(value: Any) -> str:
@@ -287,34 +470,235 @@ def show_setting(value: Any) -> str:
     return str(value)
 
 
-def data_difference(a: dict, b: dict) -> tuple[str, str | None, str | None] | None:
-    """The first subject/split whose parsed cells differ (content digests: a Hub copy and a local
-    copy of the same questions agree), with both digests."""
-    da, db = setting(a, "task.data") or {}, setting(b, "task.data") or {}
-    for subject in dict.fromkeys([*da, *db]):
-        sa, sb = da.get(subject) or {}, db.get(subject) or {}
-        for split in dict.fromkeys([*sa, *sb]):
-            ha, hb = (sa.get(split) or {}).get("content_sha256"), (sb.get(split) or {}).get("content_sha256")
-            if ha != hb:
-                return f"{subject}/{split}", ha, hb
-    return None
+# --- the record ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """`results.json`: what was scored, how, on what, with which result, and what reproduces it."""
+
+    model: ModelInfo
+    settings: RunSettings
+    scores: Scores
+    protocol_title: str | None = None
+    continuations: tuple[str, ...] = ()
+    aggregate: str | None = None
+    data_source: dict = field(default_factory=dict)
+    harness: dict = field(default_factory=dict)  # version, git_commit, git_dirty
+    runtime: dict = field(default_factory=dict)  # device, backend, threads, batch settings, timings
+
+    @property
+    def timings(self) -> dict:
+        t = self.runtime.get("timings")
+        return t if isinstance(t, dict) else {}
+
+    def to_json(self) -> dict:
+        s = self.settings
+        return {
+            "schema": SCHEMA,
+            "harness": self.harness,
+            "model": self.model.to_json(),
+            "protocol": {
+                "name": s.protocol,
+                "version": s.version,
+                "title": self.protocol_title,
+                "shots": s.shots,
+                "chat": s.chat,
+                "continuations": list(self.continuations),
+                "aggregate": self.aggregate,
+            },
+            "task": {**s.task_json(), "data_source": self.data_source},
+            "runtime": self.runtime,
+            **self.scores.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, r: Any, where: Path) -> RunRecord:
+        """A record read back; what this harness never writes is a RunError naming `where`."""
+        if not isinstance(r, dict) or r.get("schema") != SCHEMA:
+            raise RunError(f"{where} is not a run record of this harness (schema {SCHEMA})")
+        for key in ("model", "protocol", "task", "subjects", "overall"):
+            if not isinstance(r.get(key), dict):
+                raise RunError(f"{where}: '{key}' is missing or not an object")
+        p, t = r["protocol"], r["task"]
+        if not (isinstance(p.get("name"), str) and isinstance(p.get("version"), str) and type(p.get("shots")) is int):
+            raise RunError(f"{where}: protocol needs a name, a version (text) and shots (a whole number)")
+        for where_, part in [*((f"subjects.{k}", v) for k, v in r["subjects"].items()), ("overall", r["overall"])]:
+            if not isinstance(part, dict) or type(part.get("n")) is not int or type(part.get("correct")) is not int:
+                raise RunError(f"{where}: {where_} needs whole numbers n and correct")
+        if not isinstance(r["model"].get("name"), str):
+            raise RunError(f"{where}: model needs a name")
+        try:
+            model = ModelInfo.from_json(r["model"])
+            data = t["data"]
+            if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+                raise ValueError("task.data must map subjects to their splits")
+            settings = RunSettings.of(
+                p["name"], p["version"], p["shots"], p.get("chat") or None, [str(k) for k in t["subjects"]],
+                t.get("limit"), str(t.get("normalize") or "none"), data,
+            )
+            settings = replace(settings, group=t.get("group", GROUP))
+            scores = Scores(
+                {k: _score(r["subjects"][k], "accuracy", "ci95") for k in settings.subjects},
+                _score(r["overall"], "micro", "micro_ci95"),
+                Score(None, None, float(r["overall"]["macro"]), *map(float, r["overall"]["macro_ci95"])),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise RunError(f"{where} lacks a field the reports need ({_describe(e)}); is it from an older harness?") from None
+        return cls(
+            model=model,
+            settings=settings,
+            scores=scores,
+            protocol_title=p.get("title"),
+            continuations=tuple(p.get("continuations") or ()),
+            aggregate=p.get("aggregate"),
+            data_source=t.get("data_source") if isinstance(t.get("data_source"), dict) else {},
+            harness=r.get("harness") if isinstance(r.get("harness"), dict) else {},
+            runtime=r.get("runtime") if isinstance(r.get("runtime"), dict) else {},
+        )
+
+
+def _score(d: dict, key: str, ci_key: str) -> Score:
+    low, high = (float(x) for x in d[ci_key])
+    return Score(int(d["correct"]), int(d["n"]), float(d[key]), low, high)
+
+
+def _describe(e: Exception) -> str:
+    return f"missing {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+
+
+# --- a finished run read back ----------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A finished run read back from its directory: its record and its samples (canonical order:
+    the record's subjects, then row id)."""
+
+    path: Path
+    record: RunRecord
+    samples: list[Sample]
+
+    @property
+    def results(self) -> dict:
+        """The record as `results.json` holds it."""
+        return self.record.to_json()
+
+    @property
+    def settings(self) -> RunSettings:
+        return self.record.settings
+
+    @property
+    def model(self) -> ModelInfo:
+        return self.record.model
+
+    @property
+    def shots(self) -> int:
+        return self.settings.shots
+
+    @property
+    def protocol(self) -> str:
+        return self.settings.protocol
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    @property
+    def chat(self) -> bool:
+        return self.settings.chat is not None
+
+    @property
+    def subjects(self) -> dict[str, Score]:
+        return self.record.scores.subjects
+
+    @property
+    def micro(self) -> Score:
+        return self.record.scores.micro
+
+    @property
+    def macro(self) -> Score:
+        return self.record.scores.macro
+
+    @property
+    def parameters(self) -> int | None:
+        return self.model.parameters
+
+    @property
+    def published_data(self) -> bool:
+        return self.settings.published_data
+
+    @cached_property
+    def contamination(self) -> str | None:
+        """Why the run's model is flagged (trained on data holding evaluated questions), or None."""
+        from harness.lineage import contamination_flag
+
+        return contamination_flag(self.model)
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a finished run; a directory that is not one, or a corrupt one, is a RunError."""
+    path = Path(path)
+    results_file = path / RESULTS
+    if not path.is_dir():
+        raise RunError(f"no such run directory: {path}")
+    if not results_file.is_file():
+        inner = sorted(p.name for p in path.iterdir() if (p / RESULTS).is_file())
+        if inner:  # `harness eval --shots 0 --shots 5 --output DIR` makes DIR/shots-0, DIR/shots-5
+            raise RunError(f"{path} holds runs ({', '.join(inner)}), it is not one; pass one of them")
+        hint = " (unfinished: re-run the same command to resume it)" if (path / SAMPLES).is_file() else ""
+        raise RunError(f"{path} is not a finished run: no {RESULTS}{hint}")
+    try:
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{results_file} is corrupt: {e}") from None
+    record = RunRecord.from_json(results, results_file)
+    samples = list(SampleLog(path / SAMPLES).load().values())
+    _check_counts(record, samples, path)
+    order = {key: i for i, key in enumerate(record.settings.subjects)}
+    samples.sort(key=lambda s: (order[s.subject], s.id))
+    return Run(path, record, samples)
+
+
+def _check_counts(record: RunRecord, samples: list[Sample], path: Path) -> None:
+    """results.json must say what its samples say: readers use one or the other."""
+    subjects = list(record.settings.subjects)
+    stray = sorted({s.subject for s in samples} - set(subjects))
+    if stray:
+        raise RunError(f"{path}: {SAMPLES} has questions of {', '.join(stray)}, which {RESULTS} does not list")
+    counted = summarize(samples, subjects)
+    theirs = record.scores
+    for where, ours_, theirs_ in [
+        *((f"subjects.{k}", counted.subjects[k], theirs.subjects[k]) for k in subjects),
+        ("overall", counted.micro, theirs.micro),
+    ]:
+        for name in ("n", "correct"):
+            if getattr(ours_, name) != getattr(theirs_, name):
+                raise RunError(f"{path}: {RESULTS} {where}.{name} is {getattr(theirs_, name)} but {SAMPLES} gives {getattr(ours_, name)}")
+        score = "micro" if where == "overall" else "accuracy"
+        if abs(theirs_.accuracy - ours_.accuracy) > 1e-9:
+            raise RunError(f"{path}: {RESULTS} {where}.{score} is {theirs_.accuracy!r} but {SAMPLES} gives {ours_.accuracy:.6f}")
+
+
+# --- comparing two runs question by question ---------------------------------------------------
+
+
+class IncompatibleRuns(RunError):
+    """Two runs that cannot be compared question by question (other protocol, shots, data...)."""
 
 
 def check_comparable(a: Run, b: Run, labels: tuple[str, str] = ("the baseline", "the candidate")) -> None:
     """Raise IncompatibleRuns naming the first setting, data split or question that differs."""
     la, lb = labels
     where = f"cannot compare {b.path} with {a.path}"
-    diff = setting_difference(a.results, b.results)
-    if diff:
-        field, va, vb = diff
-        raise IncompatibleRuns(f"{where}: {field} differs ({show_setting(va)} in {la}, {show_setting(vb)} in {lb})")
-    data = data_difference(a.results, b.results)
-    if data:
-        split, ha, hb = data
+    diff = a.settings.comparison_difference(b.settings)
+    if diff and diff.is_data:
         raise IncompatibleRuns(
-            f"{where}: they were scored on different data: the content of {split} is "
-            f"{show_setting(ha)[:12]} in {la}, {show_setting(hb)[:12]} in {lb}"
+            f"{where}: they were scored on different data: the content of {diff.split} is "
+            f"{show_setting(diff.ours)[:12]} in {la}, {show_setting(diff.theirs)[:12]} in {lb}"
         )
+    if diff:
+        raise IncompatibleRuns(f"{where}: {diff.field} differs ({show_setting(diff.ours)} in {la}, {show_setting(diff.theirs)} in {lb})")
     ka, kb = {s.key: s for s in a.samples}, {s.key: s for s in b.samples}
     only_a, only_b = sorted(ka.keys() - kb.keys()), sorted(kb.keys() - ka.keys())
     if only_a or only_b:

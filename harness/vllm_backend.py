@@ -14,11 +14,13 @@ prefix across questions; tensor parallelism is vLLM's own `tensor_parallel_size`
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
 from harness.errors import ModelError
 from harness.models import LoadedModel, ModelSpec, load_tokenizer, resolve_source
+from harness.records import ModelInfo
 from harness.scoring import Batch, Encoded
 
 MISSING = "the vllm backend needs vLLM on a CUDA machine: pip install -e '.[vllm]' (it brings its own torch)"
@@ -45,22 +47,18 @@ def load_vllm(spec: ModelSpec, cache_dir, tensor_parallel_size: int = 1) -> Load
         logprobs_mode="processed_logprobs",
         max_logprobs=4,
     )
-    info = {
-        "name": spec.model,
-        "path": src.path,
-        "revision": spec.revision,
-        "gguf_file": None,
-        "adapter": None,
-        "tokenizer": src.tokenizer,
-        "requested_dtype": spec.dtype,
-        "dtype": str(llm.llm_engine.model_config.dtype).removeprefix("torch."),
-        "architecture": llm.llm_engine.model_config.architectures[0],
-        "parameters": None,
-        "quantization": None,
-        "trust_remote_code": spec.trust_remote_code,
-        "device": f"cuda (vllm, tensor_parallel_size={tensor_parallel_size})",
-        "backend": "vllm",
-    }
+    info = ModelInfo(
+        name=spec.model,
+        path=str(Path(src.path).expanduser().absolute()) if src.local else src.path,
+        revision=spec.revision,
+        tokenizer=src.tokenizer,
+        requested_dtype=spec.dtype,
+        dtype=str(llm.llm_engine.model_config.dtype).removeprefix("torch."),
+        architecture=llm.llm_engine.model_config.architectures[0],
+        trust_remote_code=spec.trust_remote_code,
+        device=f"cuda (vllm, tensor_parallel_size={tensor_parallel_size})",
+        extra={"backend": "vllm"},
+    )
     return LoadedModel(llm, tokenizer, info, time.perf_counter() - start)
 
 

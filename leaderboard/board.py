@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass, field
 
 from harness.errors import HarnessError, RunError
-from leaderboard.references import Reference, references
-from reports.facts import RunFacts
+from harness.records import Run
+from leaderboard.references import Reference, card_mismatch, references
 
 CARD_SHOTS = (0, 5)  # the model card's columns
 REPORTED, MEASURED = "reported", "measured"
@@ -39,10 +39,10 @@ class Cell:
     high: float | None = None
     correct: int | None = None
     n: int | None = None
-    run: RunFacts | None = None
+    run: Run | None = None
 
     @classmethod
-    def measured(cls, run: RunFacts) -> Cell:
+    def measured(cls, run: Run) -> Cell:
         m = run.micro
         return cls(100 * m.accuracy, 100 * m.low, 100 * m.high, m.correct, m.n, run)
 
@@ -57,7 +57,7 @@ class Row:
     parameters: float | None
     cells: dict[tuple[bool, int], Cell] = field(default_factory=dict)
     highlight: bool = False
-    runs: list[RunFacts] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
 
     def cell(self, shots: int, int4: bool = False) -> Cell | None:
         return self.cells.get((int4, shots))
@@ -108,7 +108,7 @@ class Section:
     data_label: str
     questions: int
     tables: list[Table]
-    runs: list[tuple[str, RunFacts]]  # (label, run) for the per-subject table, ranked
+    runs: list[tuple[str, Run]]  # (label, run) for the per-subject table, ranked
     reported: bool
 
 
@@ -118,18 +118,17 @@ class Board:
     reference_source: str
 
 
-def build_board(runs: list[RunFacts], highlight: list[str] | None = None, refs: tuple[Reference, ...] | None = None) -> Board:
+def build_board(runs: list[Run], highlight: list[str] | None = None, refs: tuple[Reference, ...] | None = None) -> Board:
     """Group runs into sections, rows and cells; put the reported rows where they belong."""
     refs = references() if refs is None else refs
     patterns = _patterns(highlight or [])
-    grouped: dict[tuple, list[RunFacts]] = {}
+    grouped: dict[tuple, list[Run]] = {}
     for run in runs:
-        grouped.setdefault(run.setting.board, []).append(run)
+        grouped.setdefault(run.settings.section, []).append(run)
     sections = [_section(key, group, refs, patterns) for key, group in grouped.items()]
-    ref_keys = {_reference_key(r) for r in refs}
-    for ref_key in sorted(ref_keys):
-        if not any(s.reported and _board_key_without_data(s) == ref_key for s in sections):
-            sections.append(_section(ref_key + (None,), [], refs, patterns))
+    for card in {(r.protocol, r.protocol_version): r for r in refs}.values():  # else in a section of their own
+        if not any(s.reported and (s.protocol, s.version) == (card.protocol, card.protocol_version) for s in sections):
+            sections.append(_section(_card_section(card), [], refs, patterns))
     sections.sort(key=lambda s: (not s.reported, s.data is not None and s.data_label != "the published files",
                                  s.protocol, s.version, s.subjects, s.limit or 0, s.normalize, s.data or ""))
     return Board(sections, refs[0].source if refs else "")
@@ -142,31 +141,32 @@ def _patterns(highlight: list[str]) -> list[re.Pattern]:
         raise HarnessError(f"--highlight {e.pattern!r} is not a regular expression: {e}") from None
 
 
-def _reference_key(ref: Reference) -> tuple:
+def _card_section(ref: Reference) -> tuple:
+    """The section key of the model card's own setting (its data: the published files)."""
     from tasks import all_subjects
 
-    return (ref.protocol, ref.protocol_version, tuple(s.key for s in all_subjects()), None, "none")
+    return (ref.protocol, ref.protocol_version, tuple(s.key for s in all_subjects()), None, "none", None)
 
 
-def _board_key_without_data(s: Section) -> tuple:
-    return (s.protocol, s.version, s.subjects, s.limit, s.normalize)
-
-
-def _section(key: tuple, runs: list[RunFacts], refs: tuple[Reference, ...], patterns) -> Section:
+def _section(key: tuple, runs: list[Run], refs: tuple[Reference, ...], patterns) -> Section:
     protocol, version, subjects, limit, normalize, data = key
     _refuse_duplicates(runs)
-    # The card's numbers were made on the published files: never ranked beside runs on other data.
-    on_card_data = not runs or runs[0].published_data
-    wanted = [r for r in refs if _reference_key(r) == key[:5]] if on_card_data else []
+    # The card's numbers appear only beside runs they may be ranked with (`card_mismatch`): the
+    # card's prompts on all its questions of the published files.
+    if runs:
+        first = runs[0]
+        wanted = [r for r in refs if card_mismatch(first.settings, first.micro.n, str(first.path), r) is None]
+    else:
+        wanted = [r for r in refs if (r.protocol, r.protocol_version) == (protocol, version)]
     # Rows by table, (kind, chat format); a section with reported rows always shows their tables.
     tables: dict[tuple[str, str | None], list[Row]] = {("Base", None): []} if wanted else {}
     for ref in wanted:
         tables.setdefault((ref.kind, ref.chat), []).append(_reported_row(ref))
     for run in sorted(runs, key=lambda r: r.model.bits == 4):  # 4-bit runs last: they join their source's row
-        _place(tables.setdefault(("Chat" if run.chat else "Base", run.setting.chat), []), run)
+        _place(tables.setdefault(("Chat" if run.chat else "Base", run.settings.chat), []), run)
     built = [_table(kind, chat, rows, patterns) for (kind, chat), rows in sorted(tables.items(), key=_table_order)]
     labelled = [(_run_label(row, run), run) for t in built for row in t.rows for run in row.runs]
-    labelled.sort(key=lambda lr: (lr[1].setting.chat or "", lr[1].setting.shots, -lr[1].micro.accuracy, lr[0]))
+    labelled.sort(key=lambda lr: (lr[1].settings.chat or "", lr[1].settings.shots, -lr[1].micro.accuracy, lr[0]))
     sample = runs[0] if runs else None
     return Section(
         protocol, version, subjects, limit, normalize, data,
@@ -189,19 +189,19 @@ def _table_order(item) -> tuple:
     return (kind != "Base", chat or "")
 
 
-def _place(rows: list[Row], run: RunFacts) -> None:
+def _place(rows: list[Row], run: Run) -> None:
     """Put a measured run in its model's row: a 4-bit run in the Int4 cells of the row of the
     model it was made from (its quantization record's `source`), if that row has the cell free."""
     int4 = run.model.bits == 4
-    slot = (int4, run.setting.shots)
-    row = _source_row(rows, run.model.quant.get("source"), slot) if int4 else None
+    slot = (int4, run.settings.shots)
+    row = _source_row(rows, (run.model.quantization or {}).get("source"), slot) if int4 else None
     if row is None:
-        row = next((r for r in rows if r.source == MEASURED and r.runs[0].model == run.model), None)
+        row = next((r for r in rows if r.source == MEASURED and r.runs[0].model.identity == run.model.identity), None)
     if row is None:
         row = Row(_measured_label(run.model), run.model.name, MEASURED, run.parameters)
         rows.append(row)
     row.runs.append(run)
-    if run.setting.shots in CARD_SHOTS:
+    if run.settings.shots in CARD_SHOTS:
         row.cells[slot] = Cell.measured(run)
 
 
@@ -211,7 +211,7 @@ def _source_row(rows: list[Row], source, slot) -> Row | None:
         return None
     for row in rows:
         model = row.runs[0].model if row.source == MEASURED else None
-        if model and model.quantization is None and source in (model.name, row.runs[0].run.results["model"].get("path")):
+        if model and model.quantization is None and source in (model.name, model.path):
             return row if slot not in row.cells else None
     return None
 
@@ -230,14 +230,14 @@ def _reported_row(ref: Reference) -> Row:
     return row
 
 
-def _refuse_duplicates(runs: list[RunFacts]) -> None:
-    seen: dict[tuple, RunFacts] = {}
+def _refuse_duplicates(runs: list[Run]) -> None:
+    seen: dict[tuple, Run] = {}
     for run in runs:
-        key = (run.model, run.setting)
+        key = (run.model.identity, run.settings)
         if key in seen:
             raise RunError(
                 f"{seen[key].path} and {run.path} are runs of the same model and settings "
-                f"({run.model.name}, {run.setting.describe()}); pass only one of them"
+                f"({run.model.name}, {run.settings.describe()}); pass only one of them"
             )
         seen[key] = run
 
@@ -252,7 +252,7 @@ def _disambiguate(rows: list[Row]) -> None:
         lambda r, m: m.name,
         lambda r, m: f"{r.label} ({m.dtype})",
         lambda r, m: f"{r.label} @{(m.revision or 'no revision')[:12]}",
-        lambda r, m: f"{r.label} [{m.quant.get('method', 'unquantized')}]",
+        lambda r, m: f"{r.label} [{(m.quantization or {}).get('method', 'unquantized')}]",
     ]
     for step in steps:
         dup = clashes()
@@ -265,14 +265,14 @@ def _disambiguate(rows: list[Row]) -> None:
         row.label = f"{row.label} #{i + 1}"
 
 
-def _run_label(row: Row, run: RunFacts) -> str:
+def _run_label(row: Row, run: Run) -> str:
     """A row's label in the per-subject table, where a 4-bit run has no column of its own."""
     return f"{row.label} ({quantization_note(run.model)})" if run.model.bits == 4 else row.label
 
 
 def quantization_note(model) -> str:
     """'gptq 4-bit', 'bnb-int8 8-bit', ...; empty for an unquantized model."""
-    q = model.quant
+    q = model.quantization or {}
     if not q:
         return ""
     bits = f"{q['bits']}-bit" if q.get("bits") else ""
@@ -284,12 +284,10 @@ def _measured_label(model) -> str:
     return f"{model.short_name()} ({note})" if note and model.bits != 4 else model.short_name()
 
 
-def _data_label(run: RunFacts) -> str:
-    from reports.facts import data_origin
-
+def _data_label(run: Run) -> str:
     if run.published_data:
         return "the published files"
-    if data_origin(run.run) == "hub":
+    if run.settings.data_origin == "hub":
         return "the Hub datasets at the pinned revisions"
     return "a local copy that differs from the published files"
 

@@ -13,20 +13,19 @@ import os
 from pathlib import Path
 
 from harness.errors import RunError
-from harness.records import RESULTS, SAMPLES, SETTINGS
-from reports.facts import RunFacts, read_facts
+from harness.records import RESULTS, SAMPLES, SETTINGS, Run, load_run
 
 _RUN_FILES = (RESULTS, SAMPLES, SETTINGS)
 
 
-def collect_runs(arguments: list[str]) -> list[RunFacts]:
+def collect_runs(arguments: list[str]) -> list[Run]:
     """Every run named by `arguments`, once each, in a stable order (sorted by path)."""
     found: dict[Path, Path] = {}
     for arg in arguments:
         for path in _expand(arg):
             for run_dir in _run_dirs(path, arg):
                 found.setdefault(run_dir.resolve(), run_dir)
-    return [read_facts(found[key]) for key in sorted(found)]
+    return [load_run(found[key]) for key in sorted(found)]
 
 
 def _expand(arg: str) -> list[Path]:

@@ -12,10 +12,11 @@ import json
 import os
 from pathlib import Path
 
+from harness.records import Run
 from leaderboard.board import CARD_SHOTS, Board, Cell, Row, Section, Table
-from reports.facts import RunFacts, subject_title
 from reports.markdown import Raw, environment, md_code, md_escape, md_url
 from reports.output import png_bytes, pyplot
+from tasks.registry import subject_title
 
 SCHEMA = "devops-eval/leaderboard/1"
 CHAT_TEMPLATES = {"chatml": "ChatML", "tokenizer": "the tokenizer's chat template"}
@@ -97,10 +98,10 @@ def _subject_n(section: Section, key: str) -> int:
     return section.runs[0][1].subjects[key].n
 
 
-def _kind(run: RunFacts) -> str:
+def _kind(run: Run) -> str:
     if not run.chat:
         return "Base"
-    return "Chat" if run.setting.chat == "chatml" else f"Chat ({CHAT_TEMPLATES.get(run.setting.chat, run.setting.chat)})"
+    return "Chat" if run.settings.chat == "chatml" else f"Chat ({CHAT_TEMPLATES.get(run.settings.chat, run.settings.chat)})"
 
 
 def relative(path: Path, base: Path) -> str:
@@ -108,7 +109,7 @@ def relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
 
 
-def _link(run: RunFacts, base: Path) -> Raw:
+def _link(run: Run, base: Path) -> Raw:
     rel = relative(run.path, base)
     return Raw(f"[{md_escape(rel)}]({md_url(rel)})")
 
@@ -211,10 +212,10 @@ def _row_json(row: Row, base: Path) -> dict:
     }
 
 
-def _run_json(label: str, run: RunFacts, base: Path) -> dict:
+def _run_json(label: str, run: Run, base: Path) -> dict:
     return {
-        "label": label, "model": run.model.name, "chat": run.setting.chat, "shots": run.setting.shots,
-        "quantization": run.model.quant or None, "run": relative(run.path, base),
+        "label": label, "model": run.model.name, "chat": run.settings.chat, "shots": run.settings.shots,
+        "quantization": run.model.quantization or None, "run": relative(run.path, base),
         "micro": run.micro.accuracy, "micro_ci95": [run.micro.low, run.micro.high],
         "macro": run.macro.accuracy, "macro_ci95": [run.macro.low, run.macro.high],
         "subjects": {k: {"n": v.n, "correct": v.correct, "accuracy": v.accuracy, "ci95": [v.low, v.high]}

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.records import LETTERS, Sample
-from reports.facts import probabilities
+from harness.records import Sample
 from reports.output import png_bytes, pyplot
 
 BINS = 10
@@ -39,7 +38,7 @@ class Calibration:
 
 def confidence(sample: Sample) -> float:
     """Softmax probability of the predicted letter."""
-    return float(probabilities(sample)[LETTERS.index(sample.pred)])
+    return sample.probability(sample.pred)
 
 
 def calibration(samples: list[Sample], bins: int = BINS) -> Calibration:

@@ -2,18 +2,19 @@
 
 Only runs made with the same prompts on the same questions and data are compared; anything else
 is refused with the first difference named. Differences are paired: the exact McNemar test on
-the questions one run got right and the other wrong (`harness.stats.mcnemar_exact`).
+the questions one run got right and the other wrong (`reports.paired`, as the gate pairs them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.records import LETTERS, check_comparable
-from harness.stats import mcnemar_exact
-from reports.facts import RunFacts, Score, probabilities, subject_title
+from harness.records import Run, Score
 from reports.markdown import Raw, environment, md_url
 from reports.output import png_bytes, pyplot
+from reports.paired import Comparison as PairedComparison
+from reports.paired import pair_runs
+from tasks.registry import subject_title
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,8 @@ class Difference:
 
 @dataclass
 class Comparison:
-    a: RunFacts
-    b: RunFacts
+    a: Run
+    b: Run
     overall: Difference
     subjects: list[Difference]
     same_prediction: int
@@ -58,32 +59,24 @@ class Comparison:
     wrong_to_right: list[Flip]
 
 
-def compare(a: RunFacts, b: RunFacts) -> Comparison:
+def compare(a: Run, b: Run) -> Comparison:
     """Per-subject differences and flipped questions; IncompatibleRuns for runs that differ in
     protocol, shots, chat format, question set or data."""
-    check_comparable(a.run, b.run, labels=("RUN_A", "RUN_B"))
-    by_key = {s.key: s for s in b.run.samples}
-    pairs = [(s, by_key[s.key]) for s in a.samples()]
+    paired = pair_runs(a, b, labels=("RUN_A", "RUN_B"))
     flips_rw, flips_wr = [], []
-    for sa, sb in pairs:
+    for sa, sb in paired.pairs:
         if sa.correct != sb.correct:
-            flip = Flip(sa.subject, sa.id, sa.gold, sa.pred, _p(sa), sb.pred, _p(sb))
+            flip = Flip(sa.subject, sa.id, sa.gold, sa.pred, sa.probability(sa.pred), sb.pred, sb.probability(sb.pred))
             (flips_rw if sa.correct else flips_wr).append(flip)
-    subjects = [_difference(key, a.subjects[key], b.subjects[key], pairs) for key in a.setting.subjects]
-    overall = _difference("overall", a.micro, b.micro, pairs)
-    same = sum(sa.pred == sb.pred for sa, sb in pairs)
-    return Comparison(a, b, overall, subjects, same, flips_rw, flips_wr)
+    by_name = {c.name: c for c in paired.subjects}
+    subjects = [_difference(by_name[key], a.subjects[key], b.subjects[key]) for key in a.settings.subjects if key in by_name]
+    overall = _difference(paired.overall, a.micro, b.micro)
+    return Comparison(a, b, overall, subjects, paired.same_prediction(), flips_rw, flips_wr)
 
 
-def _p(sample) -> float:
-    return float(probabilities(sample)[LETTERS.index(sample.pred)])
-
-
-def _difference(subject: str, a: Score, b: Score, pairs) -> Difference:
-    mine = [(sa, sb) for sa, sb in pairs if subject == "overall" or sa.subject == subject]
-    rw = sum(sa.correct and not sb.correct for sa, sb in mine)
-    wr = sum(sb.correct and not sa.correct for sa, sb in mine)
-    return Difference(subject, len(mine), a, b, rw, wr, mcnemar_exact(rw, wr))
+def _difference(c: PairedComparison, a: Score, b: Score) -> Difference:
+    # The plain per-subject p-value: a report to read, not a decision over six tests (the gate's Holm).
+    return Difference(c.name, c.n, a, b, c.right_to_wrong, c.wrong_to_right, c.p_value)
 
 
 def labels(c: Comparison) -> tuple[str, str]:
@@ -135,7 +128,7 @@ def plot_comparison(c: Comparison) -> bytes:
     ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
     ax.set_ylim(0, 115)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{c.a.setting.describe()}: B − A per subject (exact McNemar p)", fontsize=9)
+    ax.set_title(f"{c.a.settings.describe()}: B − A per subject (exact McNemar p)", fontsize=9)
     ax.legend(fontsize=8, frameon=False, loc="upper left")
     fig.tight_layout()
     return png_bytes(fig)

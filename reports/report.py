@@ -10,10 +10,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.records import LETTERS
+from harness.records import LETTERS, Run
 from reports.calibration import Calibration, calibration, confidence, plot_calibration
-from reports.facts import RunFacts, probabilities, subject_title
 from reports.markdown import Raw, environment, md_fence, md_url
+from tasks.registry import subject_title
 
 MOST_CONFIDENTLY_WRONG = 10
 
@@ -38,7 +38,7 @@ class Wrong:
 
 @dataclass
 class RunReport:
-    facts: RunFacts
+    facts: Run
     letters: list[LetterCount]
     bias: float  # total variation distance between predicted and gold letter distributions
     calibration: Calibration
@@ -46,8 +46,8 @@ class RunReport:
     reproduce: str
 
 
-def build_report(run: RunFacts, top: int = MOST_CONFIDENTLY_WRONG) -> RunReport:
-    samples = run.samples()
+def build_report(run: Run, top: int = MOST_CONFIDENTLY_WRONG) -> RunReport:
+    samples = run.samples
     n = len(samples)
     letters = [
         LetterCount(
@@ -62,55 +62,61 @@ def build_report(run: RunFacts, top: int = MOST_CONFIDENTLY_WRONG) -> RunReport:
     wrong = []
     for s in samples:
         if not s.correct:
-            p = probabilities(s)
-            wrong.append(Wrong(s.subject, s.id, s.gold, s.pred, float(p[LETTERS.index(s.pred)]), float(p[LETTERS.index(s.gold)])))
+            wrong.append(Wrong(s.subject, s.id, s.gold, s.pred, s.probability(s.pred), s.probability(s.gold)))
     wrong.sort(key=lambda w: -w.p_pred)  # stable: ties keep the canonical (subject, row) order
     return RunReport(run, letters, bias, calibration(samples), wrong[:top], reproduce_command(run))
 
 
-def reproduce_command(run: RunFacts) -> str:
+def reproduce_command(run: Run) -> str:
     """The `harness eval` command that makes this run again, rebuilt from its record."""
-    r = run.run.results
-    m, p, t = r["model"], r["protocol"], r["task"]
-    name = m["name"]
+    m, st = run.model, run.settings
+    name = m.name
     args = ["harness", "eval", "--model", name]
-    if m.get("revision"):
-        args += ["--revision", m["revision"]]
-    if m.get("adapter") and Path(m["adapter"]) != Path(name).expanduser():
-        args += ["--adapter", m["adapter"]]
-    if m.get("gguf_file") and not name.endswith(".gguf"):
-        args += ["--gguf-file", m["gguf_file"]]
-    if m.get("tokenizer") and m["tokenizer"] not in (name, m.get("path"), m.get("adapter")):
-        args += ["--tokenizer", m["tokenizer"]]
-    if m.get("requested_dtype", "auto") != "auto":
-        args += ["--dtype", m["requested_dtype"]]
-    if m.get("trust_remote_code"):
+    if m.revision:
+        args += ["--revision", m.revision]
+    if m.adapter and not _same_directory(m.adapter, name):  # not the LoRA output directory given as --model
+        args += ["--adapter", m.adapter]
+    if m.gguf_file and not name.endswith(".gguf"):
+        args += ["--gguf-file", m.gguf_file]
+    if m.tokenizer and m.tokenizer not in (name, m.path, m.adapter):
+        args += ["--tokenizer", m.tokenizer]
+    if (m.requested_dtype or "auto") != "auto":
+        args += ["--dtype", m.requested_dtype]
+    if m.trust_remote_code:
         args.append("--trust-remote-code")
-    args += ["--protocol", p["name"], "--shots", str(p["shots"])]
-    if p.get("chat") == "chatml":
+    args += ["--protocol", st.protocol, "--shots", str(st.shots)]
+    if st.chat == "chatml":
         args.append("--chat")
-    elif p.get("chat"):
-        args += ["--chat-template", p["chat"]]
-    source = t.get("data_source", {})
+    elif st.chat:
+        args += ["--chat-template", st.chat]
+    source = run.record.data_source
     if source.get("source") == "local" and source.get("dir"):
         args += ["--data-dir", source["dir"]]
     from tasks import all_subjects
 
-    if list(t["subjects"]) != [s.key for s in all_subjects()]:
-        args += ["--subjects", ",".join(t["subjects"])]
-    if t.get("normalize", "none") != "none":
-        args += ["--normalize", t["normalize"]]
-    if t.get("limit") is not None:
-        args += ["--limit", str(t["limit"])]
-    seed = r.get("runtime", {}).get("seed", 0)
+    if list(st.subjects) != [s.key for s in all_subjects()]:
+        args += ["--subjects", ",".join(st.subjects)]
+    if st.normalize != "none":
+        args += ["--normalize", st.normalize]
+    if st.limit is not None:
+        args += ["--limit", str(st.limit)]
+    seed = run.record.runtime.get("seed", 0)
     if seed:
         args += ["--seed", str(seed)]
     return " ".join(shlex.quote(a) for a in args)
 
 
-def settings_rows(run: RunFacts) -> list[tuple[str, str]]:
+def _same_directory(recorded: str, given: str) -> bool:
+    """Whether a recorded (absolute) directory is the one a user gave, relative or not (not a
+    filesystem check: the report must not depend on where it is made)."""
+    ours = [p for p in Path(recorded).parts if p != "."]
+    theirs = [p for p in Path(given).expanduser().parts if p != "."]
+    return bool(theirs) and ours[-len(theirs):] == theirs
+
+
+def settings_rows(run: Run) -> list[tuple[str, str]]:
     """Every reproduction field of the record (model, protocol, task, harness, runtime), flattened."""
-    r = run.run.results
+    r = run.results
     rows = []
     for section in ("model", "protocol", "task", "harness", "runtime"):
         rows += _flatten(section, r.get(section, {}), skip={"task.data"})
@@ -127,10 +133,10 @@ def _flatten(prefix: str, value, skip: set[str]) -> list[tuple[str, str]]:
     return [(prefix, json.dumps(value, ensure_ascii=False))]
 
 
-def data_files(run: RunFacts) -> list[tuple[str, str, str, str]]:
+def data_files(run: Run) -> list[tuple[str, str, str, str]]:
     """(subject, split, where it was read, sha256) for every data file of the run."""
     out = []
-    for subject, splits in run.run.results["task"]["data"].items():
+    for subject, splits in (run.settings.sources or {}).items():
         for split, src in splits.items():
             where = src.get("file") or f"{src.get('hub', '?')}@{str(src.get('revision', ''))[:12]}"
             out.append((subject, split, where, src.get("sha256") or src["content_sha256"]))
@@ -158,4 +164,4 @@ def render_report(report: RunReport, image: str | None) -> str:
 
 def calibration_png(report: RunReport) -> bytes:
     run = report.facts
-    return plot_calibration(report.calibration, f"{run.model.short_name()} · {run.setting.describe()}")
+    return plot_calibration(report.calibration, f"{run.model.short_name()} · {run.settings.describe()}")

@@ -106,3 +106,8 @@ def select_subjects(names: list[str] | None) -> tuple[Subject, ...]:
         return subjects
     wanted = set(names)
     return tuple(s for s in subjects if s.key in wanted)
+
+
+def subject_title(key: str) -> str:
+    """A subject's English name; the key itself for a subject the registry does not know."""
+    return next((s.name_en for s in all_subjects() if s.key == key), key)

@@ -436,13 +436,14 @@ def test_the_leaderboard_marks_the_row_and_says_why(leaky_training, capsys):
 
 def test_a_checkpoint_is_traced_to_its_training_record_and_an_unreadable_one_is_said(tmp_path):
     from harness.lineage import contamination_flag
+    from harness.records import ModelInfo
 
     out = tmp_path / "out"
     (out / "checkpoint-3").mkdir(parents=True)
     (out / "harness_train.json").write_text(json.dumps({"contamination": {"contaminated": True, "questions": 2,
                                                                           "datasets": {"a": {"questions": 2}, "b": {"questions": 0}}}}))
-    flag = contamination_flag({"model": {"name": str(out / "checkpoint-3"), "path": "Qwen/Qwen-7B", "adapter": None}})
+    flag = contamination_flag(ModelInfo(name=str(out / "checkpoint-3"), path="Qwen/Qwen-7B"))
     assert flag.startswith("trained on data holding 2 evaluated question(s) (a); see ")
-    assert contamination_flag({"model": {"name": "Qwen/Qwen-7B", "path": "Qwen/Qwen-7B"}}) is None
+    assert contamination_flag(ModelInfo(name="Qwen/Qwen-7B", path="Qwen/Qwen-7B")) is None
     (out / "harness_train.json").write_text("{", encoding="utf-8")
-    assert "cannot be read" in contamination_flag({"model": {"name": str(out)}})
+    assert "cannot be read" in contamination_flag(ModelInfo(name=str(out)))

@@ -155,7 +155,7 @@ def _flip(s: Sample) -> Sample:
 def rewrite_run(run_dir: Path, samples: list[Sample], **results_changes) -> None:
     """Replace a run's samples (and summary, recomputed from them); `results_changes` set dotted fields."""
     results = json.loads((run_dir / "results.json").read_text())
-    results.update(summarize(samples, results["task"]["subjects"]))
+    results.update(summarize(samples, results["task"]["subjects"]).to_json())
     for dotted, value in results_changes.items():
         *parents, leaf = dotted.split("__")
         target = results

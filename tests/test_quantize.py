@@ -71,10 +71,11 @@ def letter_logits(model, tokenizer, subject_data, limit: int):
     from harness.evaluate import EvalSettings, prepare
     from harness.models import LoadedModel
     from harness.prompts import PromptFormat
+    from harness.records import ModelInfo
     from harness.scoring import LetterScorer, plan_batches
     from tasks import get_protocol
 
-    loaded = LoadedModel(model, tokenizer, {"tokenizer": "tiny"}, 0.0)
+    loaded = LoadedModel(model, tokenizer, ModelInfo(name="tiny", tokenizer="tiny"), 0.0)
     prepared = prepare(loaded, list(subject_data.values()), EvalSettings(PromptFormat(get_protocol("devops"), 5), limit=limit))
     scorer = LetterScorer(model, pad_id=tokenizer.pad_token_id)
     plan = plan_batches(prepared.encoded, batch_size=4, max_batch_tokens=16384, prefix_cache=True)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from harness.cli import main
+from harness.records import load_run
 from harness.stats import mcnemar_exact
 from reports.calibration import calibration, confidence
 from reports.compare import compare
-from reports.facts import read_facts
 from reports.output import PNG_SIGNATURE
 
 LIMIT = "20"  # the first 20 questions of each subject (computer_network has 19): enough for every table and plot
@@ -113,7 +113,7 @@ def test_report_lists_the_most_confidently_wrong_by_subject_and_row_only(report,
 
 
 def test_calibration_bins_count_every_question_and_ece_is_the_weighted_gap(runs):
-    samples = read_facts(runs["a"]).samples()
+    samples = load_run(runs["a"]).samples
     cal = calibration(samples)
     assert sum(b.count for b in cal.bins) == len(samples) == QUESTIONS
     conf = np.array([confidence(s) for s in samples])
@@ -188,7 +188,7 @@ def test_compare_lists_exactly_the_questions_that_flipped(comparison, runs):
 
 def test_compare_p_value_is_the_exact_mcnemar_on_the_flips(comparison, runs):
     rw, wr = _flips(runs)
-    c = compare(read_facts(runs["a"]), read_facts(runs["b"]))
+    c = compare(load_run(runs["a"]), load_run(runs["b"]))
     assert (c.overall.right_to_wrong, c.overall.wrong_to_right) == (len(rw), len(wr))
     assert c.overall.p_value == mcnemar_exact(len(rw), len(wr))
     total = sum(d.right_to_wrong for d in c.subjects), sum(d.wrong_to_right for d in c.subjects)
@@ -198,7 +198,7 @@ def test_compare_p_value_is_the_exact_mcnemar_on_the_flips(comparison, runs):
 
 
 def test_a_run_compared_with_itself_has_no_flips(runs):
-    c = compare(read_facts(runs["a"]), read_facts(runs["a"]))
+    c = compare(load_run(runs["a"]), load_run(runs["a"]))
     assert c.right_to_wrong == c.wrong_to_right == [] and c.overall.p_value == 1.0
     assert c.same_prediction == QUESTIONS
 

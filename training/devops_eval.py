@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,7 +36,7 @@ class DevOpsEval:
 class DevOpsEvalCallback(TrainerCallback):
     """Runs `DevOpsEval` at each save on the main process; `log` receives the accuracies as scalars."""
 
-    def __init__(self, plan: DevOpsEval, tokenizer, output_dir: str, model_info: dict, log_scalars: Callable[[dict], None]):
+    def __init__(self, plan: DevOpsEval, tokenizer, output_dir: str, model_info, log_scalars: Callable[[dict], None]):
         self.plan = plan
         self.tokenizer = tokenizer
         self.output_dir = Path(output_dir)
@@ -69,17 +69,19 @@ class DevOpsEvalCallback(TrainerCallback):
         was_training = model.training
         model.eval()
         first = next(model.parameters())
-        lora = self.model_info["training"]["finetuning_type"] == "lora"
-        info = {
-            **self.model_info,
-            "name": name,  # as `harness eval --model NAME` loads it: a checkpoint, or an adapter on its base
-            "path": self.model_info["training"]["base_model"] if lora else name,
-            "adapter": name if lora else None,
-            "dtype": str(first.dtype).removeprefix("torch."),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "device": str(first.device),
-            "training_step": step,
-        }
+        training = self.model_info.extra["training"]
+        lora = training["finetuning_type"] == "lora"
+        where = str(Path(name).absolute())  # as `harness eval --model NAME` records a local model
+        info = replace(
+            self.model_info,
+            name=name,  # as `harness eval --model NAME` loads it: a checkpoint, or an adapter on its base
+            path=training["base_model"] if lora else where,
+            adapter=where if lora else None,
+            dtype=str(first.dtype).removeprefix("torch."),
+            parameters=sum(p.numel() for p in model.parameters()),
+            device=str(first.device),
+            extra={**self.model_info.extra, "training_step": step},
+        )
         loaded = LoadedModel(model=model, tokenizer=self.tokenizer, info=info, load_seconds=0.0)
         scalars = {}
         try:
@@ -88,10 +90,10 @@ class DevOpsEvalCallback(TrainerCallback):
                 for settings in self.plan.settings:
                     shots = settings.fmt.shots
                     out = self.output_dir / RECORDS / f"step-{step}" / f"shots-{shots}"
-                    results = evaluate(loaded, self.plan.data, settings, out, data_info=self.plan.data_info, progress=False)
-                    o = results["overall"]
-                    scalars[f"eval_devops_{shots}shot_accuracy"] = o["micro"]
-                    log.info("devops eval, step %d, %d-shot: %.2f%% (%d/%d) -> %s", step, shots, 100 * o["micro"], o["correct"], o["n"], out)
+                    record = evaluate(loaded, self.plan.data, settings, out, data_info=self.plan.data_info, progress=False)
+                    o = record.scores.micro
+                    scalars[f"eval_devops_{shots}shot_accuracy"] = o.accuracy
+                    log.info("devops eval, step %d, %d-shot: %.2f%% (%d/%d) -> %s", step, shots, 100 * o.accuracy, o.correct, o.n, out)
         finally:
             model.train(was_training)
         return scalars

@@ -67,12 +67,12 @@ def merge(loaded, output: Path) -> Path:
     import shutil
     import tempfile
 
-    from harness.lineage import TRAINING_RECORD, training_records
+    from harness.lineage import TRAINING_RECORD, training_record
 
     output = Path(output)
     check_merge_output(output)
-    if not loaded.info.get("adapter"):
-        raise TrainingError(f"{loaded.info['name']} has no adapter to merge; pass --adapter DIR")
+    if not loaded.info.adapter:
+        raise TrainingError(f"{loaded.info.name} has no adapter to merge; pass --adapter DIR")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-"))
     try:
@@ -81,7 +81,8 @@ def merge(loaded, output: Path) -> Path:
         loaded.tokenizer.save_pretrained(tmp)
         # The adapter's training record comes along, so the merged model keeps its lineage and, if
         # its training data held evaluated questions, the gate and leaderboard still flag its runs.
-        for record in training_records({"adapter": loaded.info["adapter"]})[:1]:
+        record = training_record(loaded.info.adapter)
+        if record is not None:
             shutil.copyfile(record, tmp / TRAINING_RECORD)
         if output.exists():
             output.rmdir()

@@ -306,19 +306,20 @@ def build_model(args: TrainArgs, is_main: bool):
     return model
 
 
-def model_info(args: TrainArgs, model) -> dict:
+def model_info(args: TrainArgs, model):
     """What DevOps run records say about the model in training; the callback adds name, path, step, dtype."""
+    from harness.records import ModelInfo
+
     m, f = args.model, args.finetuning
-    return {
-        "revision": m.model_revision,
-        "gguf_file": None,
-        "tokenizer": m.model_name_or_path,
-        "requested_dtype": "auto",
-        "architecture": (getattr(model.config, "architectures", None) or [type(model).__name__])[0],
-        "quantization": None,
-        "trust_remote_code": m.trust_remote_code,
-        "training": {"stage": f.stage, "finetuning_type": f.finetuning_type, "base_model": m.model_name_or_path},
-    }
+    return ModelInfo(
+        name=m.model_name_or_path,
+        revision=m.model_revision,
+        tokenizer=m.model_name_or_path,
+        requested_dtype="auto",
+        architecture=(getattr(model.config, "architectures", None) or [type(model).__name__])[0],
+        trust_remote_code=m.trust_remote_code,
+        extra={"training": {"stage": f.stage, "finetuning_type": f.finetuning_type, "base_model": m.model_name_or_path}},
+    )
 
 
 def describe_example(example: dict, tokenizer, width: int = 300) -> str:

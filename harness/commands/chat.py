@@ -89,7 +89,7 @@ def _chat(args) -> int:
         _enable_line_editing()
         info = loaded.info
         sys.stderr.write(
-            f"harness chat: {args.model} ({info['architecture']}, {info['dtype']}, {info['device']}), "
+            f"harness chat: {args.model} ({info.architecture}, {info.dtype}, {info.device}), "
             f"template {args.template}. {RESET} clears the history, {EXIT} or Ctrl-D ends, Ctrl-C stops an answer.\n"
         )
     lines = _terminal_lines(sys.stdout.isatty()) if interactive else _stream_lines(sys.stdin)

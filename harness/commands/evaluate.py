@@ -81,7 +81,7 @@ def run(args) -> int:
         for shots in shots_list
     }
     for shots, settings in runs.items():  # a run of other settings there is refused before the model loads
-        check_run_dir(output_dir(args, shots, multi), run_settings(None, data, settings, data_info))
+        check_run_dir(output_dir(args, shots, multi), run_settings(data, settings, data_info))
     workers = workers_from_env()
     spec = model_spec(args)
     if workers.world_size > 1 and spec.device == "auto" and spec.device_map is None:
@@ -97,11 +97,11 @@ def run(args) -> int:
     written = {}
     for shots, settings in runs.items():
         out = output_dir(args, shots, multi)
-        results = evaluate(
+        record = evaluate(
             loaded, data, settings, out, data_info=data_info, workers=workers, progress=not args.no_progress
         )
-        if results is not None:  # the main worker's: it wrote the record
-            print(format_summary(out, results))
+        if record is not None:  # the main worker's: it wrote the record
+            print(format_summary(out, record))
             written[shots] = out
     return gate.judge(written) if gate and workers.is_main else 0
 
@@ -136,16 +136,14 @@ def output_dir(args, shots: int, multi: bool) -> Path:
     return Path("runs") / f"{slug}-{args.protocol}{chat}-{shots}shot"
 
 
-def format_summary(out: Path, results: dict) -> str:
-    p = results["protocol"]
-    lines = [f"{out}  ({results['model']['name']}, {p['name']}/v{p['version']}, {p['shots']}-shot{', chat' if p['chat'] else ''})"]
+def format_summary(out: Path, record) -> str:
+    """The table `harness eval` prints for a finished run (a `harness.records.RunRecord`)."""
+    s, scores = record.settings, record.scores
+    lines = [f"{out}  ({record.model.name}, {s.protocol}/v{s.version}, {s.shots}-shot{', chat' if s.chat else ''})"]
     lines.append(f"  {'subject':<24}{'n':>5}{'correct':>9}{'accuracy':>10}   95% CI")
-    for key, s in results["subjects"].items():
-        lo, hi = s["ci95"]
-        lines.append(f"  {key:<24}{s['n']:>5}{s['correct']:>9}{100 * s['accuracy']:>9.2f}%   [{100 * lo:.1f}, {100 * hi:.1f}]")
-    o = results["overall"]
-    lines.append(f"  {'overall (micro)':<24}{o['n']:>5}{o['correct']:>9}{100 * o['micro']:>9.2f}%   [{100 * o['micro_ci95'][0]:.1f}, {100 * o['micro_ci95'][1]:.1f}]")
-    lines.append(f"  {'overall (macro)':<24}{'':>5}{'':>9}{100 * o['macro']:>9.2f}%   [{100 * o['macro_ci95'][0]:.1f}, {100 * o['macro_ci95'][1]:.1f}]")
+    for key, x in scores.subjects.items():
+        lines.append(f"  {key:<24}{x.n:>5}{x.correct:>9}{100 * x.accuracy:>9.2f}%   [{100 * x.low:.1f}, {100 * x.high:.1f}]")
+    o, m = scores.micro, scores.macro
+    lines.append(f"  {'overall (micro)':<24}{o.n:>5}{o.correct:>9}{100 * o.accuracy:>9.2f}%   [{100 * o.low:.1f}, {100 * o.high:.1f}]")
+    lines.append(f"  {'overall (macro)':<24}{'':>5}{'':>9}{100 * m.accuracy:>9.2f}%   [{100 * m.low:.1f}, {100 * m.high:.1f}]")
     return "\n".join(lines)
-
-

@@ -140,46 +140,16 @@ def floors(gate_plan: GatePlan, candidate: Run) -> list[Floor]:
     return out
 
 
-def _prompted(chat: str | None) -> str:
-    return f"as a chat model ({chat})" if chat else "without a chat template"
-
-
 def reference_floor(ref: Reference, run: Run) -> Floor:
     """The reference row's score at the run's shots; refused where the card's number does not apply."""
     from harness.gate import Floor
-    from tasks import all_subjects
+    from leaderboard.references import card_mismatch
 
-    p, task = run.results["protocol"], run.results["task"]
-    where = f"--min-reference {ref.name}"
-    if p["name"] != ref.protocol:
-        raise HarnessError(
-            f"{where}: the model card's scores were measured with the {ref.protocol} protocol; {run.path} used {p['name']}"
-        )
-    if p["version"] != ref.protocol_version:
-        raise HarnessError(
-            f"{where}: the model card's scores are protocol {ref.protocol} v{ref.protocol_version}; {run.path} used v{p['version']}"
-        )
-    if p.get("chat") != ref.chat:
-        raise HarnessError(
-            f"{where}: the model card scored {ref.name} {_prompted(ref.chat)}; {run.path} was scored {_prompted(p.get('chat'))}"
-        )
-    score = ref.score(p["shots"])
-    if score is None:
-        raise HarnessError(f"{where}: the model card reports 0- and 5-shot scores only; {run.path} is {p['shots']}-shot")
-    total = sum(s.count for s in all_subjects())
-    if len(run.samples) != total:
-        raise HarnessError(
-            f"{where}: the model card's scores are over all {total} questions; {run.path} scored {len(run.samples)}"
-        )
-    if task.get("normalize", "none") != "none":
-        raise HarnessError(
-            f"{where}: the model card's scores are on the text as published; {run.path} used --normalize {task['normalize']}"
-        )
-    from reports.facts import is_published
-
-    if not is_published(task.get("data") or {}):
-        raise HarnessError(f"{where}: the model card's scores are on the published files; {run.path} read other data")
-    return Floor(f"min-reference {ref.name}", f"{ref.name}'s reported {p['shots']}-shot score", score)
+    why = card_mismatch(run.settings, len(run.samples), str(run.path), ref, row=True)
+    if why:
+        raise HarnessError(f"--min-reference {ref.name}: {why}")
+    shots = run.settings.shots
+    return Floor(f"min-reference {ref.name}", f"{ref.name}'s reported {shots}-shot score", ref.score(shots))
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -222,22 +192,9 @@ def gate_pairs(gate_plan: GatePlan, pairs: list[tuple[Run, Run]]) -> int:
     """Decide every (baseline, candidate) pair, publish the verdicts, and return the exit code."""
     from harness.gate import decide, exit_code
 
-    verdicts = [flag_contamination(decide(b, c, gate_plan.thresholds, floors(gate_plan, c)), b, c) for b, c in pairs]
+    verdicts = [decide(b, c, gate_plan.thresholds, floors(gate_plan, c)) for b, c in pairs]
     publish(verdicts, gate_plan.outputs)
     return exit_code(verdicts)
-
-
-def flag_contamination(verdict, baseline: Run, candidate: Run):
-    """The verdict with each side's contamination flag (from the model's training record), if any."""
-    from dataclasses import replace
-
-    from harness.lineage import contamination_flag
-
-    return replace(
-        verdict,
-        baseline=replace(verdict.baseline, contamination=contamination_flag(baseline.results)),
-        candidate=replace(verdict.candidate, contamination=contamination_flag(candidate.results)),
-    )
 
 
 def publish(verdicts, out: Outputs) -> None:
@@ -287,17 +244,11 @@ class EvalGate:
         return gate_pairs(self.plan, [(self.baselines[k], load_run(path)) for k, path in runs.items()])
 
 
-# What an evaluation's flags fix about its record, checked against the baseline up front.
-_EVAL_SETTINGS = (
-    "protocol.name", "protocol.version", "protocol.shots", "protocol.chat", "task.normalize", "task.subjects", "task.limit",
-)
-
-
 def eval_gate(args, shots_list: list[int]) -> EvalGate | None:
     """For `harness eval`: None without --gate-baseline (whose flags then are a usage error); else the
     plan and the baselines, refused now if they cannot gate this evaluation (before hours of scoring)."""
     from harness.commands.args import chat_mode
-    from harness.records import IncompatibleRuns, setting_difference, show_setting
+    from harness.records import IncompatibleRuns, RunSettings, show_setting
     from tasks import get_protocol, select_subjects
 
     if not args.gate_baseline:
@@ -312,16 +263,13 @@ def eval_gate(args, shots_list: list[int]) -> EvalGate | None:
     version = get_protocol(args.protocol).version
     subjects = [x.key for x in select_subjects(args.subjects.split(",") if args.subjects else None)]
     for shots, baseline in baselines.items():
-        planned = {
-            "protocol": {"name": args.protocol, "version": version, "shots": shots, "chat": chat_mode(args)},
-            "task": {"normalize": args.normalize, "subjects": subjects, "limit": args.limit},
-        }
-        diff = setting_difference(baseline.results, planned, _EVAL_SETTINGS)
+        # The data is not read yet: what the flags fix is checked now, the data once both runs exist.
+        planned = RunSettings.of(args.protocol, version, shots, chat_mode(args), subjects, args.limit, args.normalize)
+        diff = baseline.settings.comparison_difference(planned)
         if diff:
-            field, there, here = diff
             raise IncompatibleRuns(
                 f"--gate-baseline {baseline.path} cannot gate this evaluation: "
-                f"{field} is {show_setting(there)} there, {show_setting(here)} here"
+                f"{diff.field} is {show_setting(diff.ours)} there, {show_setting(diff.theirs)} here"
             )
         if gate_plan.reference is not None:
             reference_floor(gate_plan.reference, baseline)  # the candidate will match the baseline's settings

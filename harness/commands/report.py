@@ -31,23 +31,23 @@ def register(sub) -> None:
 
 
 def run_report(args) -> int:
-    from reports.facts import read_facts
+    from harness.records import load_run
     from reports.output import checked_target
     from reports.report import build_report, calibration_png, render_report
 
     output = checked_target(args.output) if args.output else None
-    report = build_report(read_facts(args.run))
+    report = build_report(load_run(args.run))
     _emit(output, "calibration", lambda image: render_report(report, image), lambda: calibration_png(report))
     return 0
 
 
 def run_compare(args) -> int:
+    from harness.records import load_run
     from reports.compare import compare, plot_comparison, render_comparison
-    from reports.facts import read_facts
     from reports.output import checked_target
 
     output = checked_target(args.output) if args.output else None
-    comparison = compare(read_facts(args.run_a), read_facts(args.run_b))
+    comparison = compare(load_run(args.run_a), load_run(args.run_b))
     _emit(output, "subjects", lambda image: render_comparison(comparison, image), lambda: plot_comparison(comparison))
     return 0
 

@@ -1,18 +1,17 @@
 """An original model's run beside its quantized checkpoint's run on the same questions.
 
-Accuracy changes are paired (the gate's exact McNemar test on the questions one got right and
-the other wrong; per subject Holm-adjusted); agreement is how often both chose the same letter,
+Accuracy changes are paired (`reports.paired`, as the gate pairs runs: exact McNemar on the
+questions one got right and the other wrong; per subject Holm-adjusted); agreement is how often both chose the same letter,
 right or wrong. Load time and questions/s come from the two run records, sizes from the disk.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.gate import Comparison, check_comparable, compare
 from harness.records import Run
-from harness.stats import holm_adjust
+from reports.paired import Comparison, pair_runs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 SCHEMA = "devops-eval/quantization-cost/1"
@@ -60,7 +59,7 @@ def weights_bytes(directory: str | Path) -> int | None:
 
 
 def model_cost(run: Run, weights: int | None) -> ModelCost:
-    timings = run.results.get("runtime", {}).get("timings", {})
+    timings = run.record.timings
     return ModelCost(
         name=run.model_name,
         run=str(run.path),
@@ -72,29 +71,18 @@ def model_cost(run: Run, weights: int | None) -> ModelCost:
 
 def quantization_cost(original: Run, quantized: Run, quantization: str, sizes: tuple[int | None, int | None]) -> QuantizationCost:
     """Compare the runs question by question; IncompatibleRuns if their settings or questions differ."""
-    check_comparable(original, quantized)
-    theirs = {s.key: s for s in quantized.samples}
-    order = original.results["task"]["subjects"]
-    pairs = {key: [] for key in order}
-    same = {key: 0 for key in order}
-    for s in sorted(original.samples, key=lambda s: s.key):
-        q = theirs[s.key]
-        pairs[s.subject].append((s.correct, q.correct))
-        same[s.subject] += s.pred == q.pred
-    overall = compare("overall", [p for subject in pairs.values() for p in subject])
-    raw = [compare(key, p) for key, p in pairs.items() if p]
-    subjects = tuple(replace(c, p_adjusted=a) for c, a in zip(raw, holm_adjust([c.p_value for c in raw])))
-    p = original.results["protocol"]
+    paired = pair_runs(original, quantized)
+    s = original.settings
     return QuantizationCost(
         quantization=quantization,
-        protocol=f"{p['name']}/v{p['version']}",
-        shots=p["shots"],
+        protocol=f"{s.protocol}/v{s.version}",
+        shots=s.shots,
         original=model_cost(original, sizes[0]),
         quantized=model_cost(quantized, sizes[1]),
-        overall=overall,
-        subjects=subjects,
-        same_prediction=sum(same.values()),
-        same_prediction_by_subject={k: v for k, v in same.items() if pairs[k]},
+        overall=paired.overall,
+        subjects=paired.subjects,
+        same_prediction=paired.same_prediction(),
+        same_prediction_by_subject={c.name: paired.same_prediction(c.name) for c in paired.subjects},
     )
 
 
