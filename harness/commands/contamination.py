@@ -8,7 +8,6 @@ and writes JSON for tools (`--json FILE`). `check_before_training` is the same c
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from harness.commands.args import DATA_DIR_ENV
+from harness.commands.args import DATA_DIR_ENV, add_data_dir_argument, subject_keys
 from harness.corpus import KINDS, CorpusFile, corpus_files, read_records
 from harness.errors import HarnessError
 from harness.files import write_all_or_none
@@ -64,8 +63,7 @@ def register(sub) -> None:
     p.add_argument("--report", metavar="FILE", help="write the Markdown report to FILE too")
     p.add_argument("--json", metavar="FILE", help="write the findings as JSON to FILE")
     g = p.add_argument_group("benchmark data")
-    g.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV),
-                   help=f"local copy in the benchmarks' own layouts; default ${DATA_DIR_ENV}, else the Hub")
+    add_data_dir_argument(g)
     g.add_argument("--subjects", help="comma-separated subject keys (default: all six)")
     p.set_defaults(func=run)
 
@@ -79,7 +77,7 @@ def run(args) -> int:
         raise HarnessError("--dataset_dir names where --dataset's registry is; with --files, leave it out")
     else:
         sources = corpus_files(args.files)
-    questions, benchmark = load_questions(args.data_dir, args.subjects)
+    questions, benchmark = load_questions(args.data_dir, subject_keys(args.subjects))
     started = time.perf_counter()
     findings = scan(questions, _progress(all_records(sources), sources), args.ngram, args.threshold)
     seconds = time.perf_counter() - started
@@ -157,11 +155,11 @@ def all_records(sources: list[CorpusFile]):
         yield from read_records(source)
 
 
-def load_questions(data_dir: str | None, subjects: str | None):
+def load_questions(data_dir: str | None, subjects: list[str] | None):
     """The evaluated questions (as published) and where they were read."""
-    from harness.commands.args import load_data
+    from tasks import load_benchmark
 
-    data, info = load_data(argparse.Namespace(data_dir=data_dir, subjects=subjects, normalize="none"))
+    data, info = load_benchmark(data_dir, subjects, "none")
     return [q for d in data for q in d.questions], info
 
 

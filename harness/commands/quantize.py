@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import sys
@@ -14,10 +13,11 @@ from harness.commands.args import (
     add_prompt_arguments,
     cache_dir,
     chat_mode,
-    load_data,
     model_spec,
+    subject_keys,
 )
 from harness.errors import HarnessError
+from tasks import load_benchmark
 
 
 def register(sub) -> None:
@@ -120,8 +120,7 @@ def gptq_calibration(args):
 
     source = args.calibration or DEVOPS_DEV
     from_user = from_file(source) if source != DEVOPS_DEV else None  # a bad file refused before the questions load
-    every_subject = argparse.Namespace(**{**vars(args), "subjects": None})
-    data, _ = load_data(every_subject)
+    data, _ = load_benchmark(args.data_dir, None, args.normalize)
     calibration = from_user or devops_dev(data)
     check_disjoint(calibration, [q for d in data for q in d.questions])
     return calibration
@@ -151,7 +150,7 @@ def evaluate_both(args, spec, checkpoint) -> int:
     from harness.quantize.comparison import quantization_cost, render_markdown, weights_bytes
     from harness.records import load_run
 
-    data, data_info = load_data(args)
+    data, data_info = load_benchmark(args.data_dir, subject_keys(args.subjects), args.normalize)
     root = Path(args.eval_output) if args.eval_output else Path("runs") / f"quantize-{_slug(checkpoint.path.name)}"
     quantized_spec = ModelSpec(model=str(checkpoint.path), device=spec.device, trust_remote_code=spec.trust_remote_code)
     sides = {"original": spec, "quantized": quantized_spec}

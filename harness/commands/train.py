@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 
-from harness.commands.args import DATA_DIR_ENV, cache_dir, load_data
+from harness.commands.args import DATA_DIR_ENV, OneLineParser, cache_dir
 
 
 def register(sub) -> None:
@@ -60,14 +60,14 @@ def devops_eval_plan(targs):
     """What `--eval_devops_shots` asks to score at each save, with the benchmark data loaded up front."""
     from harness.evaluate import EvalSettings
     from harness.prompts import PromptFormat
-    from tasks import get_protocol
+    from tasks import get_protocol, load_benchmark
     from training.devops_eval import DevOpsEval
 
     e = targs.devops_eval
     if not e.shots:
         return None
     data_dir = e.eval_devops_data_dir or os.environ.get(DATA_DIR_ENV)
-    data, data_info = load_data(argparse.Namespace(data_dir=data_dir, subjects=None, normalize="none"))
+    data, data_info = load_benchmark(data_dir, None, "none")
     protocol = get_protocol(e.eval_devops_protocol)
     settings = [
         EvalSettings(
@@ -83,7 +83,6 @@ def devops_eval_plan(targs):
 def merge(argv: list[str]) -> int:
     from pathlib import Path
 
-    from harness.cli import OneLineParser
     from harness.models import DTYPES, ModelSpec, load_model
     from training.lora import check_merge_output
     from training.lora import merge as merge_adapter
