@@ -39,14 +39,28 @@ def run(args) -> int:
         import datasets
 
         datasets.disable_progress_bars()
-    from harness.commands.contamination import check_before_training, log_check
+    from harness.contamination import check_before_training, log_check
 
-    contamination = check_before_training(targs)
+    contamination = check_before_training(training_data_check(targs))
     output = train(targs, devops_eval_plan(targs), contamination)
     if is_main:
         log_check(contamination)
         print(f"saved {output}")
     return 0
+
+
+def training_data_check(targs):
+    """What the contamination check before training needs of the training arguments."""
+    from harness.contamination import TrainingDataCheck
+
+    return TrainingDataCheck(
+        dataset=targs.data.dataset,
+        dataset_dir=targs.data.dataset_dir,
+        stage=targs.finetuning.stage,
+        data_dir=targs.devops_eval.eval_devops_data_dir or os.environ.get(DATA_DIR_ENV),
+        refuse=targs.data.refuse_contaminated,
+        is_main=targs.training.process_index == 0,
+    )
 
 
 def named_model_path(name: str) -> str:
