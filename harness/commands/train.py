@@ -71,27 +71,18 @@ def named_model_path(name: str) -> str:
 
 
 def devops_eval_plan(targs):
-    """What `--eval_devops_shots` asks to score at each save, with the benchmark data loaded up front."""
-    from harness.evaluate import EvalSettings
-    from harness.prompts import PromptFormat
-    from tasks import get_protocol, load_benchmark
-    from training.devops_eval import DevOpsEval
+    """What `--eval_devops_shots` asks to score at each save; the data dir defaults to $HARNESS_DATA_DIR."""
+    from training.devops_eval import devops_eval_plan as plan
 
     e = targs.devops_eval
-    if not e.shots:
-        return None
-    data_dir = e.eval_devops_data_dir or os.environ.get(DATA_DIR_ENV)
-    data, data_info = load_benchmark(data_dir, None, "none")
-    protocol = get_protocol(e.eval_devops_protocol)
-    settings = [
-        EvalSettings(
-            fmt=PromptFormat(protocol, shots, "chatml" if e.eval_devops_chat else None),
-            limit=e.eval_devops_limit,
-            batch_size=e.eval_devops_batch_size,
-        )
-        for shots in e.shots
-    ]
-    return DevOpsEval(data, data_info, settings)
+    return plan(
+        shots=e.shots,
+        protocol=e.eval_devops_protocol,
+        chat=e.eval_devops_chat,
+        limit=e.eval_devops_limit,
+        batch_size=e.eval_devops_batch_size,
+        data_dir=e.eval_devops_data_dir or os.environ.get(DATA_DIR_ENV),
+    )
 
 
 def merge(argv: list[str]) -> int:
