@@ -85,9 +85,9 @@ def main() -> int:
     p.add_argument("--ngram", type=int, nargs="+", default=[8, 10, 13, 16, 20])
     p.add_argument("--threshold", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9, 1.0])
     args = p.parse_args()
-    from harness.commands.args import load_data
+    from tasks import load_benchmark
 
-    data, _ = load_data(argparse.Namespace(data_dir=args.data_dir, subjects=None, normalize="none"))
+    data, _ = load_benchmark(args.data_dir, None, "none")
     questions = [q for d in data for q in d.questions]
     dev = [q for d in data for q in d.shots]
     examples = example_texts()

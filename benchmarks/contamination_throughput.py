@@ -24,8 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.commands.contamination import all_records, load_questions
-from harness.corpus import corpus_files
+from harness.contamination import all_records, corpus_files, load_questions
 from tasks.contamination import scan
 
 WORDS = ["kubectl", "docker", "nginx", "pipeline", "Prometheus", "Grafana", "deploy", "rollback", "HTTP/2",

@@ -9,6 +9,7 @@ import os
 import sys
 
 from harness import __version__
+from harness.commands.args import OneLineParser
 from harness.errors import USER_ERRORS
 
 # Each module has `register(subparsers)`, which adds its parser and sets `func(args) -> exit code`.
@@ -26,13 +27,6 @@ COMMANDS = (
 )
 # Commands that pick up where an interrupted run stopped (finished questions, the last checkpoint).
 RESUMABLE = ("eval", "train")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr and exit code 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
 Knows nothing of models. Subject facts live in `subjects.yaml`, protocols in `protocols.yaml`.
 """
 
-from tasks.data import NORMALIZATIONS, Question, SubjectData, load_hub, load_local
+from tasks.data import NORMALIZATIONS, Question, SubjectData, load_benchmark, load_hub, load_local
 from tasks.errors import TaskError
 from tasks.protocols import MAX_SHOTS, Protocol, check_shots, fewshot_examples, get_protocol, protocols
 from tasks.registry import GROUP, LETTERS, Subject, all_subjects, select_subjects
@@ -22,6 +22,7 @@ __all__ = [
     "check_shots",
     "fewshot_examples",
     "get_protocol",
+    "load_benchmark",
     "load_hub",
     "load_local",
     "protocols",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tasks.errors import TaskError
-from tasks.registry import LETTERS, Benchmark, Subject
+from tasks.registry import LETTERS, Benchmark, Subject, select_subjects
 
 log = logging.getLogger("harness")
 
@@ -188,6 +188,15 @@ def load_local(data_dir: str | Path, subjects, normalize: str = "none") -> list[
             SubjectData(subject, splits[subject.split], splits[subject.fewshot_split], sources)
         )
     return out
+
+
+def load_benchmark(data_dir: str | Path | None, subjects: list[str] | None, normalize: str = "none") -> tuple[list[SubjectData], dict]:
+    """The selected subjects (None: all six) from `data_dir`, else from the Hub, and where they were read."""
+    selected = select_subjects(subjects)
+    if data_dir:
+        data = load_local(data_dir, selected, normalize)
+        return data, {"source": "local", "dir": str(Path(data_dir).expanduser().resolve()), "normalize": normalize}
+    return load_hub(selected, normalize), {"source": "hub", "normalize": normalize}
 
 
 # --- Hugging Face Hub -------------------------------------------------------------------------

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import harness.corpus
+import harness.contamination.corpus
 import tasks.contamination
 from harness.cli import main
-from harness.corpus import CorpusFile, corpus_files, read_records
+from harness.contamination.corpus import CorpusFile, corpus_files, read_records
 from tasks.contamination import TextRecord, match_tokens, scan
 from tasks.data import normalize_text
 
@@ -232,9 +232,9 @@ def test_a_question_made_only_of_short_pieces_is_found_in_any_option_order(quest
 
 
 def test_records_stream_through_buffers_far_smaller_than_the_file(questions, tmp_path, monkeypatch):
-    monkeypatch.setattr(harness.corpus, "CHUNK", 64)  # JSON array: read 64 characters at a time
-    monkeypatch.setattr(harness.corpus, "WINDOW", 256)  # a txt line: 256 characters at a time
-    monkeypatch.setattr(harness.corpus, "OVERLAP", 128)
+    monkeypatch.setattr(harness.contamination.corpus, "CHUNK", 64)  # JSON array: read 64 characters at a time
+    monkeypatch.setattr(harness.contamination.corpus, "WINDOW", 256)  # a txt line: 256 characters at a time
+    monkeypatch.setattr(harness.contamination.corpus, "OVERLAP", 128)
     monkeypatch.setattr(tasks.contamination, "BATCH_CHARS", 500)
     rng = random.Random(2)
     array = [{"instruction": devops_text(rng), "output": devops_text(rng)} for _ in range(40)]
@@ -243,7 +243,7 @@ def test_records_stream_through_buffers_far_smaller_than_the_file(questions, tmp
     line = "".join(devops_text(rng) for _ in range(20))
     text = line + exam(questions[REORDERED], sep=" ") + line  # one line of several windows
     (tmp_path / "book.txt").write_text("第一行\n" + text + "\n最后一行\n", encoding="utf-8")
-    assert (tmp_path / "qa.json").stat().st_size > 50 * harness.corpus.CHUNK and len(text) > 10 * harness.corpus.WINDOW
+    assert (tmp_path / "qa.json").stat().st_size > 50 * harness.contamination.corpus.CHUNK and len(text) > 10 * harness.contamination.corpus.WINDOW
 
     findings = scan(questions.values(), (r for f in corpus_files([str(tmp_path)]) for r in read_records(f)))
     (in_array,), (in_line,) = findings.found[VERBATIM], findings.found[REORDERED]
@@ -378,12 +378,13 @@ def test_train_refuses_contaminated_data_before_writing_anything(tiny_model, que
 
 
 def test_train_without_local_benchmark_data_skips_the_check_and_says_so(tiny_model, questions, tmp_path, monkeypatch, caplog):
-    from harness.commands.contamination import check_before_training, log_check
+    from harness.commands.train import training_data_check
+    from harness.contamination import check_before_training, log_check
     from training.args import parse_train_args
 
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
     registry = contaminated_registry(tmp_path / "data", questions)
-    result = check_before_training(parse_train_args(train_argv(tiny_model, registry, tmp_path / "out")[1:]))
+    result = check_before_training(training_data_check(parse_train_args(train_argv(tiny_model, registry, tmp_path / "out")[1:])))
     assert result == {"checked": False, "reason": "no local benchmark data (--eval_devops_data_dir or $HARNESS_DATA_DIR)"}
     assert caplog.text == ""  # silent before training: a later training error stays one line
     log_check(result)

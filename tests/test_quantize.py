@@ -268,12 +268,12 @@ def test_gptq_refuses_a_calibration_file_with_an_evaluated_question_and_writes_n
 
 @pytest.mark.skipif(bool(missing_packages("gptq")), reason=missing_packages("gptq") or "")
 def test_gptq_group_size_that_does_not_divide_a_layer_is_refused_before_quantizing(tiny_model, tmp_path, capsys, monkeypatch):
-    import harness.commands.quantize
+    import harness.quantize.calibration
 
-    def no_data(args):
+    def no_data(*args):
         raise AssertionError("the questions were loaded before the model was checked")
 
-    monkeypatch.setattr(harness.commands.quantize, "load_data", no_data)
+    monkeypatch.setattr(harness.quantize.calibration, "load_benchmark", no_data)
     out = tmp_path / "ckpt"
     code = main(["quantize", "--model", str(tiny_model), "--method", "gptq", "--output", str(out)])  # default groups of 128
     one_line_error(capsys, code, "--group-size 128: does not divide the input width 64 of model.layers.0.self_attn.q_proj",
@@ -283,12 +283,12 @@ def test_gptq_group_size_that_does_not_divide_a_layer_is_refused_before_quantizi
 
 @pytest.mark.skipif(bool(missing_packages("gptq")), reason=missing_packages("gptq") or "")
 def test_a_missing_calibration_file_is_refused_before_the_questions_load(tiny_model, tmp_path, capsys, monkeypatch):
-    import harness.commands.quantize
+    import harness.quantize.calibration
 
-    def no_data(args):
+    def no_data(*args):
         raise AssertionError("the questions were loaded before the calibration file was checked")
 
-    monkeypatch.setattr(harness.commands.quantize, "load_data", no_data)
+    monkeypatch.setattr(harness.quantize.calibration, "load_benchmark", no_data)
     code = main(["quantize", "--model", str(tiny_model), "--method", "gptq", "--group-size", "32",
                  "--output", str(tmp_path / "ckpt"), "--calibration", str(tmp_path / "nope")])
     one_line_error(capsys, code, f"--calibration {tmp_path / 'nope'}: no such file")

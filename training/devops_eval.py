@@ -33,6 +33,25 @@ class DevOpsEval:
     settings: list[EvalSettings]
 
 
+def devops_eval_plan(
+    shots: list[int], protocol: str, chat: bool, limit: int | None, batch_size: int, data_dir: str | None
+) -> DevOpsEval | None:
+    """What `--eval_devops_shots` asks to score at each save, with the benchmark data loaded up front
+    (from `data_dir`, else the Hub); None when no shots are asked for."""
+    from harness.prompts import PromptFormat
+    from tasks import get_protocol, load_benchmark
+
+    if not shots:
+        return None
+    data, data_info = load_benchmark(data_dir, None, "none")
+    prompt_protocol = get_protocol(protocol)
+    settings = [
+        EvalSettings(fmt=PromptFormat(prompt_protocol, k, "chatml" if chat else None), limit=limit, batch_size=batch_size)
+        for k in shots
+    ]
+    return DevOpsEval(data, data_info, settings)
+
+
 class DevOpsEvalCallback(TrainerCallback):
     """Runs `DevOpsEval` at each save on the main process; `log` receives the accuracies as scalars."""
 

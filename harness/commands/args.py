@@ -1,4 +1,4 @@
-"""Argument groups several commands share (model, data, prompt), and what they resolve to."""
+"""Argument groups several commands share (model, data, prompt), the parser they use, and what they resolve to."""
 
 from __future__ import annotations
 
@@ -8,6 +8,13 @@ from pathlib import Path
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 CACHE_ENV = "HARNESS_CACHE"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def cache_dir() -> Path:
@@ -45,30 +52,27 @@ def model_spec(args):
     )
 
 
+def add_data_dir_argument(g, help: str | None = None) -> None:
+    """`--data-dir`, defaulting to $HARNESS_DATA_DIR: the one place the variable is read."""
+    g.add_argument(
+        "--data-dir",
+        default=os.environ.get(DATA_DIR_ENV),
+        help=help or f"local copy in the benchmarks' own layouts (cmmlu/..., ceval/...); default ${DATA_DIR_ENV}, else the Hub",
+    )
+
+
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     from tasks import NORMALIZATIONS
 
     g = p.add_argument_group("data")
-    g.add_argument(
-        "--data-dir",
-        default=os.environ.get(DATA_DIR_ENV),
-        help=f"local copy in the benchmarks' own layouts (cmmlu/..., ceval/...); default ${DATA_DIR_ENV}, else the Hub",
-    )
+    add_data_dir_argument(g)
     g.add_argument("--subjects", help="comma-separated subject keys (default: all six, the 'devops' group)")
     g.add_argument("--normalize", default="none", choices=NORMALIZATIONS, help="text normalization (default none: as published)")
 
 
-def load_data(args):
-    from tasks import load_hub, load_local, select_subjects
-
-    subjects = select_subjects(args.subjects.split(",") if args.subjects else None)
-    if args.data_dir:
-        data = load_local(args.data_dir, subjects, args.normalize)
-        info = {"source": "local", "dir": str(Path(args.data_dir).expanduser().resolve()), "normalize": args.normalize}
-    else:
-        data = load_hub(subjects, args.normalize)
-        info = {"source": "hub", "normalize": args.normalize}
-    return data, info
+def subject_keys(text: str | None) -> list[str] | None:
+    """`--subjects` as a list of keys; None (not given) selects all six."""
+    return text.split(",") if text else None
 
 
 def add_prompt_arguments(p: argparse.ArgumentParser, shots_help: str) -> None:

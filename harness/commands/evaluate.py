@@ -11,8 +11,8 @@ from harness.commands.args import (
     add_prompt_arguments,
     cache_dir,
     chat_mode,
-    load_data,
     model_spec,
+    subject_keys,
 )
 from harness.commands.gate import add_gate_arguments, eval_gate
 from harness.errors import HarnessError
@@ -51,7 +51,7 @@ def run(args) -> int:
     from harness.models import load_model
     from harness.prompts import PromptFormat
     from harness.records import SETTINGS
-    from tasks import check_shots, get_protocol
+    from tasks import check_shots, get_protocol, load_benchmark
 
     shots_list = list(dict.fromkeys(args.shots or [5]))
     for k in shots_list:
@@ -68,7 +68,7 @@ def run(args) -> int:
         check_directory_target(output_dir(args, shots, multi))
     if multi and args.output and (Path(args.output) / SETTINGS).is_file():
         raise HarnessError(f"--output {args.output} holds a run of one setting; several --shots need a directory of their own")
-    data, data_info = load_data(args)
+    data, data_info = load_benchmark(args.data_dir, subject_keys(args.subjects), args.normalize)
     runs = {
         shots: EvalSettings(
             fmt=PromptFormat(protocol, shots, chat),

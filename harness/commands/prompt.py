@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from harness.commands.args import (
-    DATA_DIR_ENV,
+    add_data_dir_argument,
     add_model_arguments,
     add_prompt_arguments,
     cache_dir,
     chat_mode,
-    load_data,
     model_spec,
 )
 from harness.errors import HarnessError
@@ -24,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--row", type=int, default=0, help="row of the evaluation split (0-based)")
     add_prompt_arguments(p, "few-shot examples, 0..5 (default 5)")
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV))
+    add_data_dir_argument(g)
     g.add_argument("--normalize", default="none", choices=NORMALIZATIONS)
     add_model_arguments(p, required=False)
     p.set_defaults(func=run)
@@ -32,15 +30,14 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from harness.prompts import PromptFormat, subject_prompts
-    from tasks import all_subjects, check_shots, get_protocol
+    from tasks import all_subjects, check_shots, get_protocol, load_benchmark
 
     keys = [s.key for s in all_subjects()]
     if args.subject not in keys:
         raise HarnessError(f"--subject {args.subject!r}: give one subject key ({', '.join(keys)})")
     shots = check_shots(args.shots[-1] if args.shots else 5)
     fmt = PromptFormat(get_protocol(args.protocol), shots, chat_mode(args))
-    args.subjects = args.subject
-    data, _ = load_data(args)
+    data, _ = load_benchmark(args.data_dir, [args.subject], args.normalize)
     tokenizer = None
     if fmt.chat == "tokenizer":
         if not args.model:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import sys
 from pathlib import Path
 
@@ -14,8 +12,8 @@ from harness.commands.args import (
     add_prompt_arguments,
     cache_dir,
     chat_mode,
-    load_data,
     model_spec,
+    subject_keys,
 )
 from harness.errors import HarnessError
 
@@ -58,7 +56,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from harness.quantize.calibration import gptq_calibration
     from harness.quantize.checkpoint import check_request, make_checkpoint
+    from harness.quantize.evaluation import describe_checkpoint, evaluate_both
     from harness.quantize.methods import QuantizeError, require_packages, resolve_request
 
     request = resolve_request(args.method, args.bits, args.group_size)
@@ -71,7 +71,7 @@ def run(args) -> int:
     require_packages(request.method)
     spec = model_spec(args)
     check_request(spec, request, cache_dir())  # the model fits the request, before any data is read
-    calibration = gptq_calibration(args) if calibrated else None
+    calibration = gptq_calibration(args.calibration, args.data_dir, args.normalize) if calibrated else None
     checkpoint = make_checkpoint(spec, request, out, cache_dir(), calibration)
     gc.collect()
     line = describe_checkpoint(checkpoint)
@@ -79,7 +79,29 @@ def run(args) -> int:
         print(line)
         return 0
     print(line, file=sys.stderr)
-    return evaluate_both(args, spec, checkpoint)
+    compared = evaluate_both(eval_request(args), spec, checkpoint, cache_dir())
+    sys.stdout.write(compared.markdown)
+    print(f"harness quantize: comparison written to {compared.root / 'comparison.md'} and comparison.json", file=sys.stderr)
+    return 0
+
+
+def eval_request(args):
+    """--eval's flags as the request `harness.quantize.evaluation.evaluate_both` takes."""
+    from harness.quantize.evaluation import EvalRequest
+
+    subjects = subject_keys(args.subjects)
+    return EvalRequest(
+        protocol=args.protocol,
+        shots=tuple(dict.fromkeys(args.shots or [5])),
+        chat=chat_mode(args),
+        limit=args.limit,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        output_root=Path(args.eval_output) if args.eval_output else None,
+        data_dir=args.data_dir,
+        subjects=tuple(subjects) if subjects else None,
+        normalize=args.normalize,
+    )
 
 
 def check_eval_flags(args) -> None:
@@ -112,87 +134,3 @@ def precheck_output(out: Path) -> None:
         raise QuantizeError(f"--output {out} is a file; give a directory for the checkpoint")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise QuantizeError(f"--output {out} exists and is not empty; choose another directory")
-
-
-def gptq_calibration(args):
-    """The calibration text, checked against all 574 questions (not only --subjects: the checkpoint serves them all)."""
-    from harness.quantize.calibration import DEVOPS_DEV, check_disjoint, devops_dev, from_file
-
-    source = args.calibration or DEVOPS_DEV
-    from_user = from_file(source) if source != DEVOPS_DEV else None  # a bad file refused before the questions load
-    every_subject = argparse.Namespace(**{**vars(args), "subjects": None})
-    data, _ = load_data(every_subject)
-    calibration = from_user or devops_dev(data)
-    check_disjoint(calibration, [q for d in data for q in d.questions])
-    return calibration
-
-
-def describe_checkpoint(checkpoint) -> str:
-    from harness.quantize.checkpoint import label
-    from harness.quantize.comparison import format_bytes, weights_bytes
-
-    m = checkpoint.marker
-    what = label(m)
-    if checkpoint.reused:
-        return f"{checkpoint.path}: already holds this quantization of {m['source']} ({what}); using it"
-    calib = f"; calibration {m['calibration']['source']} ({m['calibration']['texts']} texts)" if m.get("calibration") else ""
-    return (
-        f"{checkpoint.path}: {m['source']} quantized ({what}{calib}); {m['quantized_layers']} layers quantized, "
-        f"{', '.join(m['float_layers']) or 'none'} kept in floating point; weights {format_bytes(weights_bytes(checkpoint.path))}; "
-        f"reload verified (identical logits); {m['quantize_seconds']:.1f} s"
-    )
-
-
-def evaluate_both(args, spec, checkpoint) -> int:
-    """Score original and quantized model with the same settings, then compare them at each shots setting."""
-    from harness.files import write_all_or_none
-    from harness.models import ModelSpec, resolve_source
-    from harness.quantize.checkpoint import label
-    from harness.quantize.comparison import quantization_cost, render_markdown, weights_bytes
-    from harness.records import load_run
-
-    data, data_info = load_data(args)
-    root = Path(args.eval_output) if args.eval_output else Path("runs") / f"quantize-{_slug(checkpoint.path.name)}"
-    quantized_spec = ModelSpec(model=str(checkpoint.path), device=spec.device, trust_remote_code=spec.trust_remote_code)
-    sides = {"original": spec, "quantized": quantized_spec}
-    shots_list = list(dict.fromkeys(args.shots or [5]))
-    for side, side_spec in sides.items():
-        _score(args, side_spec, data, data_info, {k: root / side / f"shots-{k}" for k in shots_list})
-    source_dir = resolve_source(spec, cache_dir()).path
-    sizes = (weights_bytes(source_dir), weights_bytes(checkpoint.path))
-    costs = [
-        quantization_cost(
-            load_run(root / "original" / f"shots-{k}"), load_run(root / "quantized" / f"shots-{k}"), label(checkpoint.marker), sizes
-        )
-        for k in shots_list
-    ]
-    markdown = render_markdown(costs)
-    record = {"checkpoint": str(checkpoint.path), "quantization": checkpoint.marker, "comparisons": [c.record() for c in costs]}
-    write_all_or_none({
-        root / "comparison.md": markdown,
-        root / "comparison.json": json.dumps(record, ensure_ascii=False, indent=2) + "\n",
-    })
-    sys.stdout.write(markdown)
-    print(f"harness quantize: comparison written to {root / 'comparison.md'} and comparison.json", file=sys.stderr)
-    return 0
-
-
-def _score(args, spec, data, data_info, outputs: dict) -> None:
-    from harness.evaluate import EvalSettings, evaluate
-    from harness.models import load_model
-    from harness.prompts import PromptFormat
-    from tasks import get_protocol
-
-    loaded = load_model(spec, cache_dir())
-    protocol = get_protocol(args.protocol)
-    for shots, out in outputs.items():
-        settings = EvalSettings(
-            fmt=PromptFormat(protocol, shots, chat_mode(args)), limit=args.limit, batch_size=args.batch_size, seed=0
-        )
-        evaluate(loaded, data, settings, out, data_info=data_info, progress=not args.no_progress)
-    del loaded
-    gc.collect()
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)

@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 
-from harness.commands.args import DATA_DIR_ENV, cache_dir, load_data
+from harness.commands.args import DATA_DIR_ENV, OneLineParser, cache_dir
 
 
 def register(sub) -> None:
@@ -39,14 +39,28 @@ def run(args) -> int:
         import datasets
 
         datasets.disable_progress_bars()
-    from harness.commands.contamination import check_before_training, log_check
+    from harness.contamination import check_before_training, log_check
 
-    contamination = check_before_training(targs)
+    contamination = check_before_training(training_data_check(targs))
     output = train(targs, devops_eval_plan(targs), contamination)
     if is_main:
         log_check(contamination)
         print(f"saved {output}")
     return 0
+
+
+def training_data_check(targs):
+    """What the contamination check before training needs of the training arguments."""
+    from harness.contamination import TrainingDataCheck
+
+    return TrainingDataCheck(
+        dataset=targs.data.dataset,
+        dataset_dir=targs.data.dataset_dir,
+        stage=targs.finetuning.stage,
+        data_dir=targs.devops_eval.eval_devops_data_dir or os.environ.get(DATA_DIR_ENV),
+        refuse=targs.data.refuse_contaminated,
+        is_main=targs.training.process_index == 0,
+    )
 
 
 def named_model_path(name: str) -> str:
@@ -57,33 +71,23 @@ def named_model_path(name: str) -> str:
 
 
 def devops_eval_plan(targs):
-    """What `--eval_devops_shots` asks to score at each save, with the benchmark data loaded up front."""
-    from harness.evaluate import EvalSettings
-    from harness.prompts import PromptFormat
-    from tasks import get_protocol
-    from training.devops_eval import DevOpsEval
+    """What `--eval_devops_shots` asks to score at each save; the data dir defaults to $HARNESS_DATA_DIR."""
+    from training.devops_eval import devops_eval_plan as plan
 
     e = targs.devops_eval
-    if not e.shots:
-        return None
-    data_dir = e.eval_devops_data_dir or os.environ.get(DATA_DIR_ENV)
-    data, data_info = load_data(argparse.Namespace(data_dir=data_dir, subjects=None, normalize="none"))
-    protocol = get_protocol(e.eval_devops_protocol)
-    settings = [
-        EvalSettings(
-            fmt=PromptFormat(protocol, shots, "chatml" if e.eval_devops_chat else None),
-            limit=e.eval_devops_limit,
-            batch_size=e.eval_devops_batch_size,
-        )
-        for shots in e.shots
-    ]
-    return DevOpsEval(data, data_info, settings)
+    return plan(
+        shots=e.shots,
+        protocol=e.eval_devops_protocol,
+        chat=e.eval_devops_chat,
+        limit=e.eval_devops_limit,
+        batch_size=e.eval_devops_batch_size,
+        data_dir=e.eval_devops_data_dir or os.environ.get(DATA_DIR_ENV),
+    )
 
 
 def merge(argv: list[str]) -> int:
     from pathlib import Path
 
-    from harness.cli import OneLineParser
     from harness.models import DTYPES, ModelSpec, load_model
     from training.lora import check_merge_output
     from training.lora import merge as merge_adapter

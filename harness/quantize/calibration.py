@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.quantize.methods import QuantizeError
-from tasks import Question, SubjectData, get_protocol
+from tasks import Question, SubjectData, get_protocol, load_benchmark
 
 DEVOPS_DEV = "devops-dev"
 # A stem this long is specific to its question; shorter ones ("下列说法正确的是") are generic
@@ -76,6 +76,17 @@ def from_file(path: str | Path) -> Calibration:
     if not texts:
         raise QuantizeError(f"--calibration {path}: no text in it")
     return Calibration(str(path), texts)
+
+
+def gptq_calibration(source: str | None, data_dir: str | None, normalize: str = "none") -> Calibration:
+    """`--calibration` (None: devops-dev), checked against all 574 questions (not only the subjects
+    evaluated: the checkpoint serves them all); the questions come from `data_dir`, else the Hub."""
+    source = source or DEVOPS_DEV
+    from_user = from_file(source) if source != DEVOPS_DEV else None  # a bad file refused before the questions load
+    data, _ = load_benchmark(data_dir, None, normalize)
+    calibration = from_user or devops_dev(data)
+    check_disjoint(calibration, [q for d in data for q in d.questions])
+    return calibration
 
 
 def check_disjoint(calibration: Calibration, evaluated: list[Question]) -> None:
