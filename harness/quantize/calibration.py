@@ -2,8 +2,10 @@
 
 `devops-dev` (the default) is the few-shot pool of the six subjects — the dev rows a 5-shot
 prompt shows the model anyway, none of them scored — rendered as the devops protocol renders an
-answered example. A user corpus (`--calibration FILE`) is better: more text, more like what the
-model will serve. Either way every text is checked against the evaluated questions before use.
+answered example, less any dev row that holds an evaluated question (machine_learning's dev row 3
+is test row 120 reworded). A user corpus (`--calibration FILE`) is better: more text, more like
+what the model will serve, and it is refused if it holds one. "Holds a question" is the one rule
+`harness contamination` applies (`tasks.contamination`): n-grams of text normalized for matching.
 """
 
 from __future__ import annotations
@@ -11,17 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.quantize.methods import QuantizeError
 from tasks import Question, SubjectData, get_protocol, load_benchmark
+from tasks.contamination import TextRecord, scan
 
 DEVOPS_DEV = "devops-dev"
-# A stem this long is specific to its question; shorter ones ("下列说法正确的是") are generic
-# phrases, which count as the question only together with its four options.
-SPECIFIC_STEM_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,7 @@ class Calibration:
 
     source: str  # "devops-dev" or the file's path
     texts: tuple[str, ...]
+    left_out: tuple[str, ...] = ()  # devops-dev rows not used, and why
 
     @property
     def sha256(self) -> str:
@@ -39,14 +39,30 @@ class Calibration:
         return digest.hexdigest()
 
     def record(self) -> dict:
-        return {"source": self.source, "texts": len(self.texts), "characters": sum(map(len, self.texts)), "sha256": self.sha256}
+        left_out = {"left_out": list(self.left_out)} if self.left_out else {}
+        return {"source": self.source, "texts": len(self.texts), "characters": sum(map(len, self.texts)),
+                "sha256": self.sha256, **left_out}
 
 
 def devops_dev(data: list[SubjectData]) -> Calibration:
-    """The subjects' few-shot pools as answered devops-protocol examples, one text each."""
+    """The subjects' few-shot pools as answered devops-protocol examples, one text each, less the
+    rows that hold an evaluated question of `data`."""
     protocol = get_protocol("devops")
-    texts = tuple(protocol.render(d.subject, (), q) + q.answer for d in data for q in d.shots)
-    return Calibration(DEVOPS_DEV, texts)
+    rows = [(q, protocol.render(d.subject, (), q) + q.answer) for d in data for q in d.shots]
+    held = holding(tuple(text for _, text in rows), [q for d in data for q in d.questions])
+    left_out = tuple(f"{rows[i][0].subject} dev row {rows[i][0].id} (holds {key[0]} row {key[1]})" for i, key in held.items())
+    return Calibration(DEVOPS_DEV, tuple(text for i, (_, text) in enumerate(rows) if i not in held), left_out)
+
+
+def holding(texts: tuple[str, ...], evaluated: list[Question]) -> dict[int, tuple[str, int]]:
+    """Text index → the first evaluated question (subject, row) it holds, for the texts that hold one."""
+    records = (TextRecord("calibration", i, i + 1, (("text", text),)) for i, text in enumerate(texts))
+    found = scan(evaluated, records).found
+    held: dict[int, tuple[str, int]] = {}
+    for q in evaluated:
+        for match in found.get((q.subject, q.id), ()):
+            held.setdefault(match.record, (q.subject, q.id))
+    return dict(sorted(held.items()))
 
 
 def from_file(path: str | Path) -> Calibration:
@@ -90,22 +106,12 @@ def gptq_calibration(source: str | None, data_dir: str | None, normalize: str = 
 
 
 def check_disjoint(calibration: Calibration, evaluated: list[Question]) -> None:
-    """Refuse calibration text that contains an evaluated question (its stem, or a short stem with its options)."""
-    flat = [_plain(t) for t in calibration.texts]
-    for q in evaluated:
-        stem = _plain(q.question)
-        if not stem:
-            continue
-        options = [_plain(o) for o in q.options]
-        for index, text in enumerate(flat):
-            if stem in text and (len(stem) >= SPECIFIC_STEM_CHARS or all(o in text for o in options)):
-                where = f"text {index + 1}" if calibration.source != DEVOPS_DEV else f"dev example {index + 1}"
-                raise QuantizeError(
-                    f"--calibration {calibration.source}: {where} contains evaluated question "
-                    f"{q.subject} row {q.id}; calibration must not see the questions it is scored on"
-                )
-
-
-def _plain(text: str) -> str:
-    # NFKC folds the Kangxi-radical look-alikes of the published text; whitespace is not content.
-    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+    """Refuse calibration text that holds an evaluated question, as `harness contamination` finds them."""
+    held = holding(calibration.texts, evaluated)
+    if held:
+        index, (subject, row) = next(iter(held.items()))
+        where = f"text {index + 1}" if calibration.source != DEVOPS_DEV else f"dev example {index + 1}"
+        raise QuantizeError(
+            f"--calibration {calibration.source}: {where} contains evaluated question "
+            f"{subject} row {row}; calibration must not see the questions it is scored on"
+        )
