@@ -1,7 +1,7 @@
 """The CI regression gate: is a candidate run genuinely worse than a baseline on the same questions?
 
 Pure: two finished runs and thresholds in, a `Verdict` out, and its renderings (Markdown, JUnit
-XML, a JSON record). `harness/commands/gate.py` reads runs, writes files and sets the exit code.
+XML, a JSON record). `harness.gating` reads runs, writes files and gives the exit code.
 
 The rule, on the paired comparison of `reports.paired`: a regression is a drop larger than
 `max_drop` points that the exact McNemar test finds significant at `alpha`. Subjects get the same

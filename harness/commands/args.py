@@ -95,3 +95,55 @@ def chat_mode(args) -> str | None:
     return "chatml" if args.chat else None
 
 
+
+
+# --- the gate's flags: `harness gate` and `harness eval --gate-baseline` ----------------------
+
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+GATE_FLAGS = ("max_drop", "subject_max_drop", "alpha", "min_score", "min_reference", "report", "junit", "json")
+
+
+def add_gate_arguments(p) -> None:
+    """The thresholds and outputs; unset flags are None (so `eval` can tell they were given)."""
+    from harness.gate import Thresholds
+
+    d = Thresholds()
+    g = p.add_argument_group("gate")
+    g.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help=f"overall drop in accuracy points that fails when significant (default {d.max_drop:g})")
+    g.add_argument("--subject-max-drop", type=float, metavar="POINTS",
+                   help=f"the same per subject, p Holm-adjusted over subjects (default {d.subject_max_drop:g})")
+    g.add_argument("--alpha", type=float, metavar="A", help=f"level of the exact McNemar test (default {d.alpha:g})")
+    g.add_argument("--min-score", type=float, metavar="POINTS", help="fail a candidate whose micro accuracy (%%) is below this")
+    g.add_argument("--min-reference", metavar="NAME",
+                   help="fail a candidate below this model card row at the same shots, e.g. Qwen-7B-Base")
+    g.add_argument("--report", metavar="FILE", help="write the Markdown summary to FILE too")
+    g.add_argument("--junit", metavar="FILE", help="write JUnit XML: a test case per subject, overall and each floor")
+    g.add_argument("--json", metavar="FILE",
+                   help="write the JSON verdict here (default: beside --junit, else --report, as NAME.json)")
+
+
+def gate_plan(args):
+    """The gate flags as a checked `harness.gating.GatePlan`."""
+    from harness.gate import Thresholds
+    from harness.gating import Outputs, make_plan
+
+    d = Thresholds()
+    thresholds = Thresholds(
+        max_drop=d.max_drop if args.max_drop is None else args.max_drop,
+        subject_max_drop=d.subject_max_drop if args.subject_max_drop is None else args.subject_max_drop,
+        alpha=d.alpha if args.alpha is None else args.alpha,
+    )
+    report = Path(args.report) if args.report else None
+    junit = Path(args.junit) if args.junit else None
+    beside = junit or report
+    json_path = Path(args.json) if args.json else beside.with_suffix(".json") if beside else None
+    summary = os.environ.get(STEP_SUMMARY_ENV)
+    outputs = Outputs(report, junit, json_path, Path(summary) if summary else None)
+    return make_plan(thresholds, args.min_score, args.min_reference, outputs)
+
+
+def gate_flag_given(args) -> str | None:
+    """The first gate flag given, as typed (`--max-drop`), or None."""
+    given = [name for name in GATE_FLAGS if getattr(args, name) is not None]
+    return "--" + given[0].replace("_", "-") if given else None

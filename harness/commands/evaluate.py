@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness.commands.args import (
     add_data_arguments,
+    add_gate_arguments,
     add_model_arguments,
     add_prompt_arguments,
     cache_dir,
@@ -14,7 +15,6 @@ from harness.commands.args import (
     model_spec,
     subject_keys,
 )
-from harness.commands.gate import add_gate_arguments, eval_gate
 from harness.errors import HarnessError
 from harness.files import check_directory_target
 
@@ -62,7 +62,7 @@ def run(args) -> int:
         raise HarnessError("--limit must be at least 1")
     if args.batch_size < 1 or args.max_batch_tokens < 1:
         raise HarnessError("--batch-size and --max-batch-tokens must be at least 1")
-    gate = eval_gate(args, shots_list)  # before scoring: a bad baseline should not cost an evaluation
+    gate = _gate(args, protocol, shots_list, chat)  # before scoring: a bad baseline should not cost an evaluation
     multi = len(shots_list) > 1
     for shots in shots_list:  # nor an output directory that cannot be made
         check_directory_target(output_dir(args, shots, multi))
@@ -104,6 +104,24 @@ def run(args) -> int:
             print(format_summary(out, record))
             written[shots] = out
     return gate.judge(written) if gate and workers.is_main else 0
+
+
+def _gate(args, protocol, shots_list: list[int], chat: str | None):
+    """The gate of this evaluation (`harness.gating.EvalGate`), or None without --gate-baseline."""
+    from harness.commands.args import gate_flag_given, gate_plan, subject_keys
+    from harness.gating import eval_gate
+    from harness.records import RunSettings
+    from tasks import select_subjects
+
+    if not args.gate_baseline:
+        flag = gate_flag_given(args)
+        if flag:
+            raise HarnessError(f"{flag} is a gate flag: add --gate-baseline RUN_DIR (or run harness gate)")
+        return None
+    plan = gate_plan(args)
+    subjects = [s.key for s in select_subjects(subject_keys(args.subjects))]
+    planned = [RunSettings.of(protocol.name, protocol.version, k, chat, subjects, args.limit, args.normalize) for k in shots_list]
+    return eval_gate(plan, Path(args.gate_baseline), planned)
 
 
 def workers_from_env():
