@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import ModelError
+from harness.quantized import QMAP, is_quanto_checkpoint, load_quanto, quiet_bnb_notices
 
 if TYPE_CHECKING:
     import torch
@@ -124,14 +125,12 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         # Quantized layers choose their kernels for the device they load on; moving them later breaks them.
         placement = {"device_map": {"": device}}
     if quant_method == "bitsandbytes":
-        from harness.quantize.bnb import quiet_notices
-
-        quiet_notices()
+        quiet_bnb_notices()
     try:
         # Quantization libraries (GPT-QModel) print banners on stdout, which is for results.
         with contextlib.redirect_stdout(sys.stderr):
-            if src.local and _is_quanto(src.path):
-                model = _load_quanto(src.path, spec.dtype)
+            if src.local and is_quanto_checkpoint(src.path):
+                model = load_quanto(src.path, spec.dtype)
             else:
                 model = AutoModelForCausalLM.from_pretrained(
                     src.path, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
@@ -261,22 +260,6 @@ def _quant_method(src: _Source) -> str | None:
     return str(qc.get("quant_method", "unknown")) if isinstance(qc, dict) else None
 
 
-def _is_quanto(path: str) -> bool:
-    return (Path(path) / "quanto_qmap.json").is_file()
-
-
-def _load_quanto(path: str, dtype: str):
-    """optimum-quanto's own serialization, which transformers' from_pretrained would misread."""
-    from harness.quantize import quanto
-    from harness.quantize.methods import missing_packages
-
-    if dtype != "auto":
-        raise ModelError(f"--dtype {dtype}: {path} is an optimum-quanto checkpoint, which keeps its own dtype; use --dtype auto")
-    if missing_packages("quanto-int8"):
-        raise ModelError(f"{path} is an optimum-quanto checkpoint; loading it needs pip install -c constraints.txt -e '.[quant]'")
-    return quanto.load(path)
-
-
 def _drop_gguf_quantizer(model) -> None:
     # transformers dequantizes GGUF weights on load; what remains is a plain float model whose
     # config still claims a GGUF quantization, which breaks save_pretrained.
@@ -292,7 +275,7 @@ def quantization_info(model, src: _Source) -> dict | None:
     marker = Path(src.path) / "harness_quantization.json"
     if marker.is_file():
         return _read_json(marker)
-    qmap = Path(src.path) / "quanto_qmap.json"
+    qmap = Path(src.path) / QMAP
     if qmap.is_file():
         kinds = {str(q.get("weights")) for q in _read_json(qmap).values()}
         return {"method": "quanto", "bits": 4 if "qint4" in kinds else 8 if "qint8" in kinds else None}

@@ -26,6 +26,7 @@ from harness.errors import ModelError
 from harness.models import NAMED_MODELS, ModelSpec, load_model, load_tokenizer, resolve_device, resolve_source
 from harness.quantize.calibration import Calibration
 from harness.quantize.methods import METHODS, QuantizeError, QuantizeRequest, library_versions, require_packages
+from harness.quantized import is_quanto_checkpoint
 
 MARKER = "harness_quantization.json"
 MARKER_SCHEMA = "devops-eval/quantization/1"
@@ -102,7 +103,7 @@ def check_source(spec: ModelSpec, cache_dir: Path):
     path = Path(src.path)
     if src.local:
         config = _read_json(path / "config.json")
-        already = (path / MARKER).is_file() or (path / "quanto_qmap.json").is_file() or config.get("quantization_config")
+        already = (path / MARKER).is_file() or is_quanto_checkpoint(path) or config.get("quantization_config")
         if already:
             raise QuantizeError(f"--model {spec.model} is already quantized; quantize its floating-point original")
     return src
