@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import ModelError
+from harness.errors import ModelError, first_line
 from harness.quantized import QMAP, is_quanto_checkpoint, load_quanto, quiet_bnb_notices
 
 if TYPE_CHECKING:
@@ -295,11 +295,9 @@ def _read_json(path: Path) -> dict:
 
 
 def _reason(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    first = text.splitlines()[0]
-    if "trust_remote_code" in text:
-        first += " (pass --trust-remote-code if you trust this model's code)"
-    return first
+    """The exception's first line, with a hint where the model needs its own code to load."""
+    hint = " (pass --trust-remote-code if you trust this model's code)" if "trust_remote_code" in str(e) else ""
+    return first_line(e) + hint
 
 
 # --- named models -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from harness.errors import first_line
 from harness.templates import get_template
 from training import registry
 from training.args import TrainArgs
@@ -217,7 +218,7 @@ def load_tokenizer(args: TrainArgs):
             m.model_name_or_path, revision=m.model_revision, trust_remote_code=m.trust_remote_code, cache_dir=m.cache_dir
         )
     except Exception as e:
-        raise TrainingError(f"cannot load the tokenizer of {m.model_name_or_path}: {_first_line(e)}") from None
+        raise TrainingError(f"cannot load the tokenizer of {m.model_name_or_path}: {first_line(e)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out of attention and loss
     tokenizer.padding_side = "right"
@@ -283,7 +284,7 @@ def load_model(args: TrainArgs):
             dtype=training_dtype(args),
         )
     except Exception as e:
-        raise TrainingError(f"cannot load model {m.model_name_or_path}: {_first_line(e)}") from None
+        raise TrainingError(f"cannot load model {m.model_name_or_path}: {first_line(e)}") from None
     if args.training.gradient_checkpointing:
         model.config.use_cache = False  # a KV cache is useless in training and clashes with checkpointing
     return model
@@ -330,7 +331,3 @@ def describe_example(example: dict, tokenizer, width: int = 300) -> str:
 
 def _numel(p) -> int:
     return getattr(p, "ds_numel", None) or p.numel()  # ZeRO-3 leaves each process an empty stand-in
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip() or type(e).__name__).splitlines()[0]

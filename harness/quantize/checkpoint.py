@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from harness import __version__
-from harness.errors import ModelError
+from harness.errors import ModelError, first_line
 from harness.models import NAMED_MODELS, ModelSpec, load_model, load_tokenizer, resolve_device, resolve_source
 from harness.quantize.calibration import Calibration
 from harness.quantize.methods import METHODS, QuantizeError, QuantizeRequest, library_versions, require_packages
@@ -220,7 +220,7 @@ def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> 
     except (QuantizeError, ModelError):
         raise
     except Exception as e:
-        raise QuantizeError(f"{request.method} could not quantize {spec.model}: {_first_line(e)}") from None
+        raise QuantizeError(f"{request.method} could not quantize {spec.model}: {first_line(e)}") from None
 
 
 def verify_reload(model: torch.nn.Module, path: Path, spec: ModelSpec, tokenizer, cache_dir: Path) -> dict:
@@ -233,7 +233,7 @@ def verify_reload(model: torch.nn.Module, path: Path, spec: ModelSpec, tokenizer
     except (QuantizeError, ModelError):
         raise
     except Exception as e:
-        raise QuantizeError(f"the quantized model fails to run ({_first_line(e)}); nothing was written") from None
+        raise QuantizeError(f"the quantized model fails to run ({first_line(e)}); nothing was written") from None
     difference = float((got - expected).abs().max())
     if not torch.equal(got, expected):
         raise QuantizeError(
@@ -291,8 +291,3 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise QuantizeError(f"cannot read {path}: {e}") from None
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
