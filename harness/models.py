@@ -165,7 +165,8 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     return LoadedModel(model, tokenizer, info, time.perf_counter() - start)
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".json")
+WEIGHT_FILES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")  # a checkpoint's weights, by suffix
+FINGERPRINTED_FILES = WEIGHT_FILES + (".json",)  # and its configs: retraining in place rewrites both
 
 
 def weights_fingerprint(src: _Source) -> str | None:
@@ -180,7 +181,7 @@ def weights_fingerprint(src: _Source) -> str | None:
         return None
     digest = hashlib.sha256()
     for place in places:
-        files = sorted(f for f in place.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES) if place.is_dir() else [place]
+        files = sorted(f for f in place.iterdir() if f.is_file() and f.suffix in FINGERPRINTED_FILES) if place.is_dir() else [place]
         for f in files:
             stat = f.stat()
             digest.update(f"{f.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())

@@ -28,7 +28,7 @@ SAMPLES = "samples.jsonl"
 SETTINGS = "settings.json"
 # Each data-parallel worker appends to its own file; the finished run merges them into SAMPLES.
 RANK_SAMPLES = "samples.rank{rank}.jsonl"
-LETTERS = ("A", "B", "C", "D")
+from tasks import LETTERS  # noqa: E402  (defined once, in tasks; readers of run records import it from here)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from harness.gate import Comparison, check_comparable, compare
+from harness.models import WEIGHT_FILES
 from harness.records import Run
 from harness.stats import holm_adjust
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 SCHEMA = "devops-eval/quantization-cost/1"
 
 
@@ -56,7 +56,7 @@ def weights_bytes(directory: str | Path) -> int | None:
     path = Path(directory)
     if not path.is_dir():
         return None
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file() and f.name.endswith(WEIGHT_FILES))
 
 
 def model_cost(run: Run, weights: int | None) -> ModelCost:
