@@ -18,9 +18,9 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from harness.conversation import TEMPLATES, ChatTemplate, get_template
 from harness.errors import HarnessError, ModelError, first_line
 from harness.prompts import leading_special_ids
-from harness.templates import TEMPLATES, ChatTemplate, get_template
 
 log = logging.getLogger(__name__)
 

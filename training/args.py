@@ -164,8 +164,8 @@ def check(args: TrainArgs) -> None:
     """Refuse what cannot work before anything is loaded; make a local model path absolute."""
     from pathlib import Path
 
+    from harness.conversation import get_template
     from harness.files import check_directory_target
-    from harness.templates import get_template
 
     check_directory_target(args.training.output_dir, "--output_dir")
     resume = args.training.resume_from_checkpoint

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
+from harness.conversation import get_template
 from harness.errors import first_line
-from harness.templates import get_template
 from training import registry
 from training.args import TrainArgs
 from training.devops_eval import RECORDS, DevOpsEval, DevOpsEvalCallback
