@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import ModelError, first_line
-from harness.quantized import QMAP, is_quanto_checkpoint, load_quanto, quiet_bnb_notices
+from harness.quantized import MARKER, QMAP, is_quanto_checkpoint, load_quanto, quiet_bnb_notices
 
 if TYPE_CHECKING:
     import torch
@@ -118,7 +118,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     dtype = _dtype_arg(spec.dtype)
     device = resolve_device(spec.device)
     tokenizer = _load_tokenizer(spec, src)
-    common = _hub_kwargs(spec, src)
+    common = hub_kwargs(spec, src)
     placement = {"device_map": spec.device_map} if spec.device_map else {}
     quant_method = _quant_method(src)
     if not placement and quant_method:
@@ -219,7 +219,8 @@ def load_tokenizer(spec: ModelSpec, cache_dir: Path):
     return _load_tokenizer(spec, resolve_source(spec, cache_dir))
 
 
-def _hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
+def hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
+    """What from_pretrained needs besides the path: trust_remote_code, and the revision of a Hub model."""
     kwargs = {"trust_remote_code": spec.trust_remote_code}
     if spec.revision and not src.local:
         kwargs["revision"] = spec.revision
@@ -229,7 +230,7 @@ def _hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
 def _load_tokenizer(spec: ModelSpec, src: _Source):
     from transformers import AutoTokenizer
 
-    kwargs = _hub_kwargs(spec, src)
+    kwargs = hub_kwargs(spec, src)
     if src.tokenizer == src.path and src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
     try:
@@ -273,7 +274,7 @@ def quantization_info(model, src: _Source) -> dict | None:
     """Method and bits of a quantized checkpoint, as the run record states them."""
     if src.gguf_file:
         return {"method": "gguf", "bits": None, "note": "dequantized to floating point on load"}
-    marker = Path(src.path) / "harness_quantization.json"
+    marker = Path(src.path) / MARKER
     if marker.is_file():
         return _read_json(marker)
     qmap = Path(src.path) / QMAP

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
 QMAP = "quanto_qmap.json"  # the file quanto's QuantizedModelForCausalLM writes beside the weights
+MARKER = "harness_quantization.json"  # what `harness quantize` did, beside the weights; the run record copies it
 
 
 def importable(module: str) -> bool:

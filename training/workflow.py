@@ -18,6 +18,7 @@ import torch
 
 from harness.conversation import get_template
 from harness.errors import first_line
+from harness.lineage import TRAINING_RECORD
 from training import registry
 from training.args import TrainArgs
 from training.devops_eval import RECORDS, DevOpsEval, DevOpsEvalCallback
@@ -27,7 +28,6 @@ from training.plot import plot_loss
 from training.preprocess import IGNORE_INDEX, check_tokenizer, pretrain_blocks, supervised_examples
 
 log = logging.getLogger("harness.training")
-RUN_RECORD = "harness_train.json"
 
 
 def train(args: TrainArgs, devops_eval: DevOpsEval | None = None, contamination: dict | None = None) -> Path:
@@ -130,8 +130,8 @@ def write_run_record(output: Path, record: dict) -> Path:
     from harness.files import write_json
 
     output.mkdir(parents=True, exist_ok=True)
-    write_json(output / RUN_RECORD, record)
-    return output / RUN_RECORD
+    write_json(output / TRAINING_RECORD, record)
+    return output / TRAINING_RECORD
 
 
 def resume_point(output: Path, resume_from: str | None, overwrite: bool, is_main: bool) -> str | None:
@@ -154,7 +154,7 @@ def resume_point(output: Path, resume_from: str | None, overwrite: bool, is_main
             return None
         if not is_training_output(output):
             raise TrainingError(
-                f"--output_dir {output} is not empty and holds no training run ({RUN_RECORD}, trainer_state.json or "
+                f"--output_dir {output} is not empty and holds no training run ({TRAINING_RECORD}, trainer_state.json or "
                 "checkpoint-*); --overwrite_output_dir replaces only a training run's output: choose another directory"
             )
         log.info("--overwrite_output_dir: removing the earlier run in %s", output)
@@ -173,7 +173,7 @@ def resume_point(output: Path, resume_from: str | None, overwrite: bool, is_main
     return last
 
 
-TRAINING_MARKERS = (RUN_RECORD, "trainer_state.json", "training_args.bin", RECORDS)
+TRAINING_MARKERS = (TRAINING_RECORD, "trainer_state.json", "training_args.bin", RECORDS)
 
 
 def is_training_output(output: Path) -> bool:

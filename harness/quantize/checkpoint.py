@@ -23,12 +23,11 @@ import torch
 
 from harness import __version__
 from harness.errors import ModelError, first_line
-from harness.models import NAMED_MODELS, ModelSpec, load_model, load_tokenizer, resolve_device, resolve_source
+from harness.models import NAMED_MODELS, ModelSpec, hub_kwargs, load_model, load_tokenizer, resolve_device, resolve_source
 from harness.quantize.calibration import Calibration
 from harness.quantize.methods import METHODS, QuantizeError, QuantizeRequest, library_versions, require_packages
-from harness.quantized import is_quanto_checkpoint
+from harness.quantized import MARKER, is_quanto_checkpoint
 
-MARKER = "harness_quantization.json"
 MARKER_SCHEMA = "devops-eval/quantization/1"
 # What a marker must match for an existing --output to be reused rather than refused.
 REQUEST_FIELDS = ("method", "bits", "requested_group_size", "source", "source_revision", "dtype", "calibration_sha256")
@@ -85,7 +84,7 @@ def check_request(spec: ModelSpec, request: QuantizeRequest, cache_dir: Path):
         from harness.quantize.gptq import check_group_size
 
         with contextlib.redirect_stdout(sys.stderr):
-            check_group_size(src.path, request, _config_kwargs(spec, src))
+            check_group_size(src.path, request, hub_kwargs(spec, src))
     return src
 
 
@@ -196,15 +195,8 @@ def save_quantized(method: str, model: torch.nn.Module, tokenizer, out: Path) ->
     tokenizer.save_pretrained(out)
 
 
-def _config_kwargs(spec: ModelSpec, src) -> dict:
-    kwargs = {"trust_remote_code": spec.trust_remote_code}
-    if spec.revision and not src.local:
-        kwargs["revision"] = spec.revision
-    return kwargs
-
-
 def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> torch.nn.Module:
-    load_kwargs = {"dtype": _dtype(spec), "device_map": {"": device}, **_config_kwargs(spec, src)}
+    load_kwargs = {"dtype": _dtype(spec), "device_map": {"": device}, **hub_kwargs(spec, src)}
     try:
         if request.method == "gptq":
             from harness.quantize import gptq
