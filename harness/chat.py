@@ -18,9 +18,9 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from harness.errors import HarnessError, ModelError
+from harness.conversation import TEMPLATES, ChatTemplate, get_template
+from harness.errors import HarnessError, ModelError, first_line
 from harness.prompts import leading_special_ids
-from harness.templates import TEMPLATES, ChatTemplate, get_template
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,7 @@ def _apply_tokenizer_template(tokenizer, messages: list[dict], generation_prompt
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     except Exception as e:  # noqa: BLE001  (a template is third-party Jinja; it raises what it likes)
-        reason = (str(e).strip() or type(e).__name__).splitlines()[0]
-        raise ModelError(f"the tokenizer's chat template refused the conversation: {reason}") from None
+        raise ModelError(f"the tokenizer's chat template refused the conversation: {first_line(e)}") from None
 
 
 def check_tokenizer_template(tokenizer, model: str) -> None:

@@ -1,6 +1,7 @@
 """Errors a user can act on. The CLI prints the message on one line and exits with `exit_code`."""
 
 from tasks.errors import TaskError
+from tasks.errors import first_line as first_line  # re-exported: one way to put an exception in a line
 
 
 class HarnessError(Exception):

@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-TRAINING_RECORD = "harness_train.json"  # the name `harness train` writes (training.workflow.RUN_RECORD)
+TRAINING_RECORD = "harness_train.json"  # what `harness train` writes into its output directory
 _CHECKPOINT = re.compile(r"checkpoint-\d+")
 
 

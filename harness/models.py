@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import ModelError
+from harness.errors import ModelError, first_line
+from harness.quantized import MARKER, QMAP, is_quanto_checkpoint, load_quanto, quiet_bnb_notices
 from harness.records import ModelInfo
 
 if TYPE_CHECKING:
@@ -123,21 +124,19 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     dtype = _dtype_arg(spec.dtype)
     device = resolve_device(spec.device)
     tokenizer = _load_tokenizer(spec, src)
-    common = _hub_kwargs(spec, src)
+    common = hub_kwargs(spec, src)
     placement = {"device_map": spec.device_map} if spec.device_map else {}
     quant_method = _quant_method(src)
     if not placement and quant_method:
         # Quantized layers choose their kernels for the device they load on; moving them later breaks them.
         placement = {"device_map": {"": device}}
     if quant_method == "bitsandbytes":
-        from harness.quantize.bnb import quiet_notices
-
-        quiet_notices()
+        quiet_bnb_notices()
     try:
         # Quantization libraries (GPT-QModel) print banners on stdout, which is for results.
         with contextlib.redirect_stdout(sys.stderr):
-            if src.local and _is_quanto(src.path):
-                model = _load_quanto(src.path, spec.dtype)
+            if src.local and is_quanto_checkpoint(src.path):
+                model = load_quanto(src.path, spec.dtype)
             else:
                 model = AutoModelForCausalLM.from_pretrained(
                     src.path, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
@@ -172,7 +171,8 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     return LoadedModel(model, tokenizer, info, time.perf_counter() - start)
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".json")
+WEIGHT_FILES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")  # a checkpoint's weights, by suffix
+FINGERPRINTED_FILES = WEIGHT_FILES + (".json",)  # and its configs: retraining in place rewrites both
 
 
 def weights_fingerprint(src: _Source) -> str | None:
@@ -187,7 +187,7 @@ def weights_fingerprint(src: _Source) -> str | None:
         return None
     digest = hashlib.sha256()
     for place in places:
-        files = sorted(f for f in place.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES) if place.is_dir() else [place]
+        files = sorted(f for f in place.iterdir() if f.is_file() and f.suffix in FINGERPRINTED_FILES) if place.is_dir() else [place]
         for f in files:
             stat = f.stat()
             digest.update(f"{f.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -225,7 +225,8 @@ def load_tokenizer(spec: ModelSpec, cache_dir: Path):
     return _load_tokenizer(spec, resolve_source(spec, cache_dir))
 
 
-def _hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
+def hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
+    """What from_pretrained needs besides the path: trust_remote_code, and the revision of a Hub model."""
     kwargs = {"trust_remote_code": spec.trust_remote_code}
     if spec.revision and not src.local:
         kwargs["revision"] = spec.revision
@@ -235,7 +236,7 @@ def _hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
 def _load_tokenizer(spec: ModelSpec, src: _Source):
     from transformers import AutoTokenizer
 
-    kwargs = _hub_kwargs(spec, src)
+    kwargs = hub_kwargs(spec, src)
     if src.tokenizer == src.path and src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
     try:
@@ -267,22 +268,6 @@ def _quant_method(src: _Source) -> str | None:
     return str(qc.get("quant_method", "unknown")) if isinstance(qc, dict) else None
 
 
-def _is_quanto(path: str) -> bool:
-    return (Path(path) / "quanto_qmap.json").is_file()
-
-
-def _load_quanto(path: str, dtype: str):
-    """optimum-quanto's own serialization, which transformers' from_pretrained would misread."""
-    from harness.quantize import quanto
-    from harness.quantize.methods import missing_packages
-
-    if dtype != "auto":
-        raise ModelError(f"--dtype {dtype}: {path} is an optimum-quanto checkpoint, which keeps its own dtype; use --dtype auto")
-    if missing_packages("quanto-int8"):
-        raise ModelError(f"{path} is an optimum-quanto checkpoint; loading it needs pip install -c constraints.txt -e '.[quant]'")
-    return quanto.load(path)
-
-
 def _drop_gguf_quantizer(model) -> None:
     # transformers dequantizes GGUF weights on load; what remains is a plain float model whose
     # config still claims a GGUF quantization, which breaks save_pretrained.
@@ -295,10 +280,10 @@ def quantization_info(model, src: _Source) -> dict | None:
     """Method and bits of a quantized checkpoint, as the run record states them."""
     if src.gguf_file:
         return {"method": "gguf", "bits": None, "note": "dequantized to floating point on load"}
-    marker = Path(src.path) / "harness_quantization.json"
+    marker = Path(src.path) / MARKER
     if marker.is_file():
         return _read_json(marker)
-    qmap = Path(src.path) / "quanto_qmap.json"
+    qmap = Path(src.path) / QMAP
     if qmap.is_file():
         kinds = {str(q.get("weights")) for q in _read_json(qmap).values()}
         return {"method": "quanto", "bits": 4 if "qint4" in kinds else 8 if "qint8" in kinds else None}
@@ -318,11 +303,9 @@ def _read_json(path: Path) -> dict:
 
 
 def _reason(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    first = text.splitlines()[0]
-    if "trust_remote_code" in text:
-        first += " (pass --trust-remote-code if you trust this model's code)"
-    return first
+    """The exception's first line, with a hint where the model needs its own code to load."""
+    hint = " (pass --trust-remote-code if you trust this model's code)" if "trust_remote_code" in str(e) else ""
+    return first_line(e) + hint
 
 
 # --- named models -------------------------------------------------------------------------------

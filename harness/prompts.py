@@ -8,10 +8,12 @@ from harness.errors import HarnessError, ModelError
 from tasks import Protocol, Question, SubjectData, fewshot_examples
 
 CHAT_TEMPLATES = ("chatml", "tokenizer")
+# The model card's eval system text, as the card has it (DESIGN §4); training keeps its recipe's: conversation.CHATML_SYSTEM (§7).
+CARD_EVAL_SYSTEM = "you are a helpful assistant"
 # The model card's Chat rows: the whole k-shot prompt in one user turn, scored at the first
 # assistant token.
 CHATML = (
-    "<|im_start|>system\nyou are a helpful assistant<|im_end|>\n"
+    f"<|im_start|>system\n{CARD_EVAL_SYSTEM}<|im_end|>\n"
     "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,14 +179,3 @@ class LetterScorer:
 def _forward_params(model) -> set[str]:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return set(inspect.signature(base.forward).parameters)
-
-
-def iter_scores(
-    scorer: LetterScorer, groups: list[list[Encoded]], plan: list[Batch], skip=lambda batch: False
-) -> Iterator[tuple[Batch, np.ndarray]]:
-    """Score the plan's batches in order, skipping those `skip` says are already done."""
-    for batch in plan:
-        if skip(batch):
-            continue
-        yield batch, scorer.score(batch, groups[batch.group])
-

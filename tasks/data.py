@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tasks.errors import TaskError
+from tasks.errors import TaskError, first_line
 from tasks.registry import LETTERS, Benchmark, Subject, select_subjects
 
 log = logging.getLogger("harness")
@@ -278,7 +278,7 @@ def _fetch_hub_file(repo: str, filename: str, revision: str) -> Path:
         return Path(hf_hub_download(repo, filename, repo_type="dataset", revision=revision))
     except Exception as e:  # network, auth, offline mode: all end the same way for the user
         raise TaskError(
-            f"could not download {filename} from the Hub dataset {repo}: {_first_line(e)} "
+            f"could not download {filename} from the Hub dataset {repo}: {first_line(e)} "
             "(offline? use a local copy: --data-dir)"
         ) from None
 
@@ -291,11 +291,6 @@ def _load_parquet_split(repo: str, config: str, split: str, revision: str):
         return datasets.load_dataset(repo, name=config, split=split, **kwargs)
     except Exception as e:
         raise TaskError(
-            f"could not load {repo} ({config}, {split}) from the Hub: {_first_line(e)} "
+            f"could not load {repo} ({config}, {split}) from the Hub: {first_line(e)} "
             "(offline? use a local copy: --data-dir)"
         ) from None
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]

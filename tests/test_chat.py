@@ -24,9 +24,9 @@ import torch
 
 from harness.chat import Conversation, Decoding, Stops, render_prompt, stops_for
 from harness.cli import main
+from harness.conversation import get_template
 from harness.errors import HarnessError
 from harness.models import ModelSpec, load_model
-from harness.templates import get_template
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SYSTEM = (

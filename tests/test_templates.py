@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from harness.conversation import TEMPLATES, get_template
 from harness.errors import HarnessError
-from harness.templates import TEMPLATES, get_template
 
 DEFAULT_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.templates import get_template
+from harness.conversation import get_template
 from training.args import parse_train_args
 from training.errors import DatasetError
 from training.preprocess import IGNORE_INDEX, pretrain_blocks, supervised_examples
@@ -75,7 +75,7 @@ def _qa_rows(rows):
 
 
 def test_sft_labels_are_exactly_the_response_and_its_stop_token(tiny_model):
-    from harness.templates import get_template
+    from harness.conversation import get_template
 
     tok = _tokenizer(tiny_model)
     rows, columns = _qa_rows([{"instruction": "什么是金丝雀发布？", "input": "", "output": "先放少量流量。", "history": []}])
@@ -93,7 +93,7 @@ def test_sft_labels_are_exactly_the_response_and_its_stop_token(tiny_model):
 
 
 def test_sft_history_turns_carry_loss_on_every_response(tiny_model):
-    from harness.templates import get_template
+    from harness.conversation import get_template
 
     tok = _tokenizer(tiny_model)
     rows, columns = _qa_rows([{"instruction": "怎么回滚？", "input": "kubectl", "output": "rollout undo",
@@ -114,7 +114,7 @@ def test_sft_history_turns_carry_loss_on_every_response(tiny_model):
 
 
 def test_bad_history_error_names_the_row_of_the_data_empty_rows_counted(tiny_model):
-    from harness.templates import get_template
+    from harness.conversation import get_template
 
     rows, columns = _qa_rows([
         {"instruction": "", "input": "", "output": "skipped: no prompt", "history": []},
@@ -130,7 +130,7 @@ def test_bad_history_error_names_the_row_of_the_data_empty_rows_counted(tiny_mod
 def test_sft_system_column_replaces_the_templates_system_text(tiny_model):
     from datasets import Dataset
 
-    from harness.templates import get_template
+    from harness.conversation import get_template
 
     tok = _tokenizer(tiny_model)
     rows = Dataset.from_list([{"q": "查看日志", "a": "journalctl -u nginx", "sys": "你是运维助手。"}])
@@ -140,7 +140,7 @@ def test_sft_system_column_replaces_the_templates_system_text(tiny_model):
 
 
 def test_sft_truncates_prompt_and_response_per_turn(tiny_model):
-    from harness.templates import get_template
+    from harness.conversation import get_template
 
     tok = _tokenizer(tiny_model)
     rows, columns = _qa_rows([{"instruction": "部署 " * 50, "input": "", "output": "回答 " * 50, "history": []}])

@@ -8,6 +8,7 @@
     devops_eval scoring the DevOps task with the harness engine at every save
     plot        --plot_loss
 
-Training calls the engine (`harness`) to evaluate; the engine never imports training. Chat
-templates live in the engine (`harness.templates`), where a chat front end reuses them.
+Training calls the engine (`harness`) to evaluate; the engine never imports training. The
+conversation formats (`--template`) live in the engine (`harness.conversation`), where a chat front
+end reuses them.
 """

@@ -11,6 +11,7 @@ from typing import Literal
 
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
+from harness.errors import first_line
 from training.errors import TrainingError
 
 
@@ -151,7 +152,7 @@ def parse_train_args(argv: list[str]) -> TrainArgs:
     try:
         *parsed, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except ValueError as e:  # a dataclass's own checks, e.g. TrainingArguments' strategy rules
-        raise TrainingError(_first_line(e)) from None
+        raise TrainingError(first_line(e)) from None
     if rest:
         raise TrainingError(f"unrecognized arguments: {' '.join(rest)} (see harness train --help)")
     args = TrainArgs(*parsed)
@@ -163,8 +164,8 @@ def check(args: TrainArgs) -> None:
     """Refuse what cannot work before anything is loaded; make a local model path absolute."""
     from pathlib import Path
 
+    from harness.conversation import get_template
     from harness.files import check_directory_target
-    from harness.templates import get_template
 
     check_directory_target(args.training.output_dir, "--output_dir")
     resume = args.training.resume_from_checkpoint
@@ -205,7 +206,3 @@ def check(args: TrainArgs) -> None:
         get_protocol(e.eval_devops_protocol)
         if e.eval_devops_batch_size < 1 or (e.eval_devops_limit is not None and e.eval_devops_limit < 1):
             raise TrainingError("--eval_devops_batch_size and --eval_devops_limit must be at least 1")
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip() or type(e).__name__).splitlines()[0]

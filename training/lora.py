@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.errors import first_line
 from training.errors import TrainingError
 
 # LLaMA-Efficient-Tuning's advice per architecture: the attention projections (query and value for
@@ -49,8 +50,7 @@ def add_lora(model, lora_target: str | None, rank: int, alpha: float, dropout: f
     try:
         return get_peft_model(model, config)
     except ValueError as e:  # e.g. "Target modules {...} not found in the base model"
-        reason = str(e).strip().splitlines()[0]
-        raise TrainingError(f"--lora_target {lora_target or ','.join(config.target_modules)}: {reason}") from None
+        raise TrainingError(f"--lora_target {lora_target or ','.join(config.target_modules)}: {first_line(e)}") from None
 
 
 def check_merge_output(output: Path) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from itertools import chain
 
+from harness.conversation import ChatTemplate
 from harness.prompts import leading_special_ids
-from harness.templates import ChatTemplate
 from training.errors import DatasetError, TrainingError
 
 IGNORE_INDEX = -100  # label of a token the loss skips (what transformers' loss ignores)

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import first_line
 from training.errors import DatasetError
 
 REGISTRY = "dataset_info.json"
@@ -123,8 +124,7 @@ def load(spec: DatasetSpec, stage: str, cache_dir: str | None = None, max_sample
     try:
         dataset = load_dataset(spec.loader, data_files=[str(p) for p in spec.files], split="train", cache_dir=cache_dir, **kwargs)
     except Exception as e:
-        reason = (str(e).strip() or type(e).__name__).splitlines()[0]
-        raise DatasetError(f"dataset {spec.name!r}: cannot load {', '.join(map(str, spec.files))}: {reason}") from None
+        raise DatasetError(f"dataset {spec.name!r}: cannot load {', '.join(map(str, spec.files))}: {first_line(e)}") from None
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     needed = {"prompt"} | ({"response"} if stage == "sft" else set()) | spec.explicit

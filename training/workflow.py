@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-from harness.templates import get_template
+from harness.conversation import get_template
+from harness.errors import first_line
+from harness.lineage import TRAINING_RECORD
 from training import registry
 from training.args import TrainArgs
 from training.devops_eval import RECORDS, DevOpsEval, DevOpsEvalCallback
@@ -26,7 +28,6 @@ from training.plot import plot_loss
 from training.preprocess import IGNORE_INDEX, check_tokenizer, pretrain_blocks, supervised_examples
 
 log = logging.getLogger("harness.training")
-RUN_RECORD = "harness_train.json"
 
 
 def train(args: TrainArgs, devops_eval: DevOpsEval | None = None, contamination: dict | None = None) -> Path:
@@ -118,7 +119,7 @@ def run_record(args: TrainArgs, files: dict, contamination: dict | None = None) 
         "devops_eval": dataclasses.asdict(args.devops_eval),
         "training": args.training.to_dict(),
         "world_size": args.training.world_size,
-        "contamination": contamination,  # harness.commands.contamination.check_before_training
+        "contamination": contamination,  # harness.contamination.check_before_training
         "software": versions,
     }
     return record
@@ -129,8 +130,8 @@ def write_run_record(output: Path, record: dict) -> Path:
     from harness.files import write_json
 
     output.mkdir(parents=True, exist_ok=True)
-    write_json(output / RUN_RECORD, record)
-    return output / RUN_RECORD
+    write_json(output / TRAINING_RECORD, record)
+    return output / TRAINING_RECORD
 
 
 def resume_point(output: Path, resume_from: str | None, overwrite: bool, is_main: bool) -> str | None:
@@ -153,7 +154,7 @@ def resume_point(output: Path, resume_from: str | None, overwrite: bool, is_main
             return None
         if not is_training_output(output):
             raise TrainingError(
-                f"--output_dir {output} is not empty and holds no training run ({RUN_RECORD}, trainer_state.json or "
+                f"--output_dir {output} is not empty and holds no training run ({TRAINING_RECORD}, trainer_state.json or "
                 "checkpoint-*); --overwrite_output_dir replaces only a training run's output: choose another directory"
             )
         log.info("--overwrite_output_dir: removing the earlier run in %s", output)
@@ -172,7 +173,7 @@ def resume_point(output: Path, resume_from: str | None, overwrite: bool, is_main
     return last
 
 
-TRAINING_MARKERS = (RUN_RECORD, "trainer_state.json", "training_args.bin", RECORDS)
+TRAINING_MARKERS = (TRAINING_RECORD, "trainer_state.json", "training_args.bin", RECORDS)
 
 
 def is_training_output(output: Path) -> bool:
@@ -217,7 +218,7 @@ def load_tokenizer(args: TrainArgs):
             m.model_name_or_path, revision=m.model_revision, trust_remote_code=m.trust_remote_code, cache_dir=m.cache_dir
         )
     except Exception as e:
-        raise TrainingError(f"cannot load the tokenizer of {m.model_name_or_path}: {_first_line(e)}") from None
+        raise TrainingError(f"cannot load the tokenizer of {m.model_name_or_path}: {first_line(e)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out of attention and loss
     tokenizer.padding_side = "right"
@@ -283,7 +284,7 @@ def load_model(args: TrainArgs):
             dtype=training_dtype(args),
         )
     except Exception as e:
-        raise TrainingError(f"cannot load model {m.model_name_or_path}: {_first_line(e)}") from None
+        raise TrainingError(f"cannot load model {m.model_name_or_path}: {first_line(e)}") from None
     if args.training.gradient_checkpointing:
         model.config.use_cache = False  # a KV cache is useless in training and clashes with checkpointing
     return model
@@ -331,7 +332,3 @@ def describe_example(example: dict, tokenizer, width: int = 300) -> str:
 
 def _numel(p) -> int:
     return getattr(p, "ds_numel", None) or p.numel()  # ZeRO-3 leaves each process an empty stand-in
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip() or type(e).__name__).splitlines()[0]

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from harness.commands.args import add_model_arguments, cache_dir, model_spec
+from harness.conversation import TEMPLATES
 from harness.errors import HarnessError
-from harness.templates import TEMPLATES
 
 if TYPE_CHECKING:  # harness.chat loads torch; the parser must not
     from harness.chat import Conversation, Reply

@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 
 from harness.quantize.methods import QuantizeRequest
+from harness.quantized import quiet_bnb_notices
 
 
 def quantize(source: str, request: QuantizeRequest, compute_dtype: torch.dtype, load_kwargs: dict) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    quiet_notices()
+    quiet_bnb_notices()
 
     if request.method == "bnb-int8":
         config = BitsAndBytesConfig(load_in_8bit=True)
@@ -29,23 +30,3 @@ def quantize(source: str, request: QuantizeRequest, compute_dtype: torch.dtype, 
 
 def save(model: torch.nn.Module, out: Path) -> None:
     model.save_pretrained(out)
-
-
-def quiet_notices() -> None:
-    """Drop two bitsandbytes notices that say nothing about this run: that fp32 inputs are cast to
-    fp16 (how LLM.int8() computes; logged on every forward pass of every layer, thousands of lines)
-    and that the optional `kernels` package is missing (it would fetch a CPU NF4 kernel from the Hub
-    at run time, which an offline evaluation does not do)."""
-    import logging
-
-    for name in ("bitsandbytes.autograd._functions", "bitsandbytes.backends.cpu.ops"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _Notices) for f in logger.filters):
-            logger.addFilter(_Notices())
-
-
-class _Notices:
-    DROPPED = ("MatMul8bitLt: inputs will be cast", "Failed to load CPU gemm_4bit_forward from kernels-community")
-
-    def filter(self, record) -> bool:
-        return not str(record.msg).startswith(self.DROPPED)

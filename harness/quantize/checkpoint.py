@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from harness import __version__
-from harness.errors import ModelError
-from harness.models import NAMED_MODELS, ModelSpec, load_model, load_tokenizer, resolve_device, resolve_source
+from harness.errors import ModelError, first_line
+from harness.models import NAMED_MODELS, ModelSpec, hub_kwargs, load_model, load_tokenizer, resolve_device, resolve_source
 from harness.quantize.calibration import Calibration
 from harness.quantize.methods import METHODS, QuantizeError, QuantizeRequest, library_versions, require_packages
+from harness.quantized import MARKER, is_quanto_checkpoint
 
-MARKER = "harness_quantization.json"
 MARKER_SCHEMA = "devops-eval/quantization/1"
 # What a marker must match for an existing --output to be reused rather than refused.
 REQUEST_FIELDS = ("method", "bits", "requested_group_size", "source", "source_revision", "dtype", "calibration_sha256")
@@ -84,7 +84,7 @@ def check_request(spec: ModelSpec, request: QuantizeRequest, cache_dir: Path):
         from harness.quantize.gptq import check_group_size
 
         with contextlib.redirect_stdout(sys.stderr):
-            check_group_size(src.path, request, _config_kwargs(spec, src))
+            check_group_size(src.path, request, hub_kwargs(spec, src))
     return src
 
 
@@ -102,7 +102,7 @@ def check_source(spec: ModelSpec, cache_dir: Path):
     path = Path(src.path)
     if src.local:
         config = _read_json(path / "config.json")
-        already = (path / MARKER).is_file() or (path / "quanto_qmap.json").is_file() or config.get("quantization_config")
+        already = (path / MARKER).is_file() or is_quanto_checkpoint(path) or config.get("quantization_config")
         if already:
             raise QuantizeError(f"--model {spec.model} is already quantized; quantize its floating-point original")
     return src
@@ -195,15 +195,8 @@ def save_quantized(method: str, model: torch.nn.Module, tokenizer, out: Path) ->
     tokenizer.save_pretrained(out)
 
 
-def _config_kwargs(spec: ModelSpec, src) -> dict:
-    kwargs = {"trust_remote_code": spec.trust_remote_code}
-    if spec.revision and not src.local:
-        kwargs["revision"] = spec.revision
-    return kwargs
-
-
 def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> torch.nn.Module:
-    load_kwargs = {"dtype": _dtype(spec), "device_map": {"": device}, **_config_kwargs(spec, src)}
+    load_kwargs = {"dtype": _dtype(spec), "device_map": {"": device}, **hub_kwargs(spec, src)}
     try:
         if request.method == "gptq":
             from harness.quantize import gptq
@@ -219,7 +212,7 @@ def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> 
     except (QuantizeError, ModelError):
         raise
     except Exception as e:
-        raise QuantizeError(f"{request.method} could not quantize {spec.model}: {_first_line(e)}") from None
+        raise QuantizeError(f"{request.method} could not quantize {spec.model}: {first_line(e)}") from None
 
 
 def verify_reload(model: torch.nn.Module, path: Path, spec: ModelSpec, tokenizer, cache_dir: Path) -> dict:
@@ -232,7 +225,7 @@ def verify_reload(model: torch.nn.Module, path: Path, spec: ModelSpec, tokenizer
     except (QuantizeError, ModelError):
         raise
     except Exception as e:
-        raise QuantizeError(f"the quantized model fails to run ({_first_line(e)}); nothing was written") from None
+        raise QuantizeError(f"the quantized model fails to run ({first_line(e)}); nothing was written") from None
     difference = float((got - expected).abs().max())
     if not torch.equal(got, expected):
         raise QuantizeError(
@@ -290,8 +283,3 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise QuantizeError(f"cannot read {path}: {e}") from None
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]

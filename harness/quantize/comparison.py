@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness.models import WEIGHT_FILES
 from harness.records import Run
 from reports.paired import Comparison, pair_runs
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 SCHEMA = "devops-eval/quantization-cost/1"
 
 
@@ -55,7 +55,7 @@ def weights_bytes(directory: str | Path) -> int | None:
     path = Path(directory)
     if not path.is_dir():
         return None
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file() and f.name.endswith(WEIGHT_FILES))
 
 
 def model_cost(run: Run, weights: int | None) -> ModelCost:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
+from harness.quantized import importable
 
 
 class QuantizeError(HarnessError):
@@ -92,7 +92,7 @@ def resolve_request(method: str, bits: int | None, group_size: int | None) -> Qu
 def missing_packages(method: str) -> str | None:
     """None when the method's libraries import; else a one-line instruction to install them."""
     m = METHODS[method]
-    missing = [name for name in m.modules if not _importable(name)]
+    missing = [name for name in m.modules if not importable(name)]
     if not missing:
         return None
     pins = " ".join(f"'{p}'" for p in m.packages)
@@ -114,13 +114,6 @@ def library_versions(method: str) -> dict[str, str | None]:
     names += {"gptq": ["gptqmodel", "optimum"], "bnb-int8": ["bitsandbytes"], "bnb-nf4": ["bitsandbytes"],
               "quanto-int8": ["optimum-quanto"], "quanto-int4": ["optimum-quanto"]}[method]
     return {name: _version(name) for name in names}
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a missing parent package ("optimum" for "optimum.gptq")
-        return False
 
 
 def _version(dist: str) -> str | None:

@@ -1,9 +1,10 @@
-"""Chat templates: how a conversation is laid out as text for a model tuned on it.
+"""Conversation formats: how a conversation is laid out as text for a model tuned on it.
 
-`default` and `chatml` are LLaMA-Efficient-Tuning's templates of the same names, the ones the
-DevOps-Model recipe trains with (`--template default` for `pt`, `chatml` for Qwen `sft`). Training
-renders its examples with them and a chat front end renders its prompts with them, so a model is
-asked questions in the layout it was tuned on. Plain text in, plain text out: no tokenizer here.
+`default` and `chatml` (what `--template` chooses) are LLaMA-Efficient-Tuning's templates of the
+same names, the ones the DevOps-Model recipe trains with (`--template default` for `pt`, `chatml`
+for Qwen `sft`). Training renders its examples with them and a chat front end renders its prompts
+with them, so a model is asked questions in the layout it was tuned on. Plain text in, plain text
+out: no tokenizer here.
 
 The layout of a conversation (system block, then turns):
 
@@ -19,6 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
+
+# The training recipe's ChatML system text, as the recipe has it (DESIGN §7); eval keeps the card's: prompts.CARD_EVAL_SYSTEM (§4).
+CHATML_SYSTEM = "You are a helpful assistant."
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ TEMPLATES = {
         ),
         ChatTemplate(
             name="chatml",
-            system="You are a helpful assistant.",
+            system=CHATML_SYSTEM,
             system_format="<|im_start|>system\n{system}<|im_end|>",
             query_format="<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n",
             separator="\n",
