@@ -122,7 +122,8 @@ def test_quantized_checkpoint_is_marked_and_harness_eval_records_its_method_and_
     assert marker["libraries"]["transformers"] and all(marker["libraries"].values())
     if method == "gptq":
         assert marker["group_size"] == 32
-        assert marker["calibration"]["source"] == "devops-dev" and marker["calibration"]["texts"] == 30
+        assert marker["calibration"]["source"] == "devops-dev" and marker["calibration"]["texts"] == 29  # 30 dev rows, 1 left out
+        assert marker["calibration"]["left_out"] == ["machine_learning dev row 3 (holds machine_learning row 120)"]
         assert len(marker["calibration"]["sha256"]) == 64
         config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
         assert config["quantization_config"]["dataset"] is None  # the texts stay out of the checkpoint

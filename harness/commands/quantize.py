@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 from pathlib import Path
 
@@ -56,32 +55,22 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from harness.quantize.calibration import gptq_calibration
-    from harness.quantize.checkpoint import check_request, make_checkpoint
-    from harness.quantize.evaluation import describe_checkpoint, evaluate_both
-    from harness.quantize.methods import QuantizeError, require_packages, resolve_request
+    from harness.quantize.job import QuantizeJob, checked_request, quantize
 
-    request = resolve_request(args.method, args.bits, args.group_size)
-    calibrated = request.method == "gptq"
-    if args.calibration and not calibrated:
-        raise QuantizeError(f"--calibration: {request.method} rounds the weights as they are; only gptq reads calibration text")
+    job = QuantizeJob(
+        spec=model_spec(args), method=args.method, bits=args.bits, group_size=args.group_size, output=Path(args.output),
+        calibration=args.calibration, data_dir=args.data_dir, normalize=args.normalize,
+        evaluation=eval_request(args) if args.eval else None,
+    )
+    request = checked_request(job)
     check_eval_flags(args)
-    out = Path(args.output)
-    precheck_output(out)
-    require_packages(request.method)
-    spec = model_spec(args)
-    check_request(spec, request, cache_dir())  # the model fits the request, before any data is read
-    calibration = gptq_calibration(args.calibration, args.data_dir, args.normalize) if calibrated else None
-    checkpoint = make_checkpoint(spec, request, out, cache_dir(), calibration)
-    gc.collect()
-    line = describe_checkpoint(checkpoint)
-    if not args.eval:
-        print(line)
+    done = quantize(job, request, cache_dir())
+    if done.compared is None:
+        print(done.line)
         return 0
-    print(line, file=sys.stderr)
-    compared = evaluate_both(eval_request(args), spec, checkpoint, cache_dir())
-    sys.stdout.write(compared.markdown)
-    print(f"harness quantize: comparison written to {compared.root / 'comparison.md'} and comparison.json", file=sys.stderr)
+    print(done.line, file=sys.stderr)  # stdout carries the comparison
+    sys.stdout.write(done.compared.markdown)
+    print(f"harness quantize: comparison written to {done.compared.root / 'comparison.md'} and comparison.json", file=sys.stderr)
     return 0
 
 
@@ -123,14 +112,3 @@ def check_eval_flags(args) -> None:
         raise HarnessError("--limit must be at least 1")
     if args.batch_size < 1:
         raise HarnessError("--batch-size must be at least 1")
-
-
-def precheck_output(out: Path) -> None:
-    """Refuse an --output that cannot take the checkpoint before any data or model is loaded."""
-    from harness.quantize.checkpoint import MARKER
-    from harness.quantize.methods import QuantizeError
-
-    if out.is_file():
-        raise QuantizeError(f"--output {out} is a file; give a directory for the checkpoint")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise QuantizeError(f"--output {out} exists and is not empty; choose another directory")
