@@ -122,8 +122,8 @@ def test_quantized_checkpoint_is_marked_and_harness_eval_records_its_method_and_
     assert marker["libraries"]["transformers"] and all(marker["libraries"].values())
     if method == "gptq":
         assert marker["group_size"] == 32
-        assert marker["calibration"]["source"] == "devops-dev" and marker["calibration"]["texts"] == 29  # 30 dev rows, 1 left out
-        assert marker["calibration"]["left_out"] == ["machine_learning dev row 3 (holds machine_learning row 120)"]
+        assert marker["calibration"]["source"] == "devops-dev" and marker["calibration"]["texts"] == 30
+        assert marker["calibration"]["overlaps"] == ["machine_learning dev row 3 holds machine_learning row 120"]
         assert len(marker["calibration"]["sha256"]) == 64
         config = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
         assert config["quantization_config"]["dataset"] is None  # the texts stay out of the checkpoint
@@ -205,19 +205,24 @@ def test_a_4bit_run_fills_the_int4_column_of_its_original_on_the_leaderboard(tin
 # --- calibration -------------------------------------------------------------------------------
 
 
-def test_devops_dev_calibration_is_the_answered_dev_rows_that_hold_no_evaluated_question(subject_data):
-    from harness.quantize.calibration import check_disjoint, devops_dev
+def test_devops_dev_calibration_is_the_30_answered_dev_rows_with_the_benchmarks_own_overlap_named(subject_data):
+    from harness.quantize.calibration import Calibration, check_disjoint, devops_dev
+    from harness.quantize.methods import QuantizeError
 
     data = list(subject_data.values())
     calibration = devops_dev(data)
-    # Of the 30 dev rows, machine_learning's row 3 is test row 120 reworded (stem 95%, options
-    # reordered): the contamination matcher finds it, so it is left out, and said so.
-    assert calibration.left_out == ("machine_learning dev row 3 (holds machine_learning row 120)",)
-    kept = [q for d in data for q in d.shots if (q.subject, q.id) != ("machine_learning", 3)]
-    assert len(calibration.texts) == 29 == len(kept)
-    assert all(t.endswith(q.answer) for t, q in zip(calibration.texts, kept))
-    assert calibration.record()["left_out"] == list(calibration.left_out)
-    check_disjoint(calibration, [q for d in data for q in d.questions])  # raises on any of the 574
+    assert len(calibration.texts) == 30
+    assert all(t.endswith(q.answer) for t, q in zip(calibration.texts, [q for d in data for q in d.shots]))
+    # machine_learning's dev row 3 is test row 120 reworded (stem 95%, options reordered): the
+    # contamination matcher finds it, the 5-shot prompt shows it anyway, and the marker says so.
+    assert calibration.overlaps == ("machine_learning dev row 3 holds machine_learning row 120",)
+    assert calibration.record()["overlaps"] == list(calibration.overlaps)
+    questions = [q for d in data for q in d.questions]
+    rows = [q for d in data for q in d.shots]
+    held = calibration.texts[next(i for i, q in enumerate(rows) if (q.subject, q.id) == ("machine_learning", 3))]
+    with pytest.raises(QuantizeError, match="text 2 contains evaluated question machine_learning row 120"):
+        check_disjoint(Calibration("corpus.txt", ("无关的文本。", held)), questions)  # the same text from a user corpus
+    check_disjoint(Calibration("corpus.txt", tuple(t for t in calibration.texts if t != held)), questions)
 
 
 def test_calibration_holding_an_evaluated_question_is_refused(subject_data):
