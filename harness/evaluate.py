@@ -6,6 +6,9 @@ summary is written atomically at the end, so a failed run never replaces a good 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import platform
 import shutil
 import subprocess
@@ -31,8 +34,10 @@ from harness.records import (
     RunRecord,
     RunSettings,
     Sample,
+    load_run,
     rank_sample_log,
     read_all_samples,
+    seal,
     summarize,
     write_samples,
 )
@@ -93,6 +98,9 @@ def run_settings(data: list[SubjectData], settings: EvalSettings, data_info: dic
     )
 
 
+LOCK = ".lock"  # in a run directory while a `harness eval` writes it: the holder's pid
+
+
 def check_run_dir(out_dir: Path, settings: RunSettings, model: ModelInfo | None = None) -> bool:
     """Whether `out_dir` holds a run started with these settings (False: it is absent or empty).
     A run of other settings, or a directory holding something else, is a RunError. Without
@@ -105,30 +113,116 @@ def check_run_dir(out_dir: Path, settings: RunSettings, model: ModelInfo | None 
             old = json.loads(settings_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RunError(f"{settings_file} is corrupt ({e}); choose another --output") from None
+        if not isinstance(old, dict):
+            raise RunError(f"{settings_file} is not the settings of a run of this harness (a JSON object); choose another --output")
         diff = settings.resume_difference(old, model)
         if diff:
             why = " (the model's files changed since that run)" if diff.field == "model.weights" else ""
             raise RunError(
-                f"{out_dir} holds a run with other settings ({diff.field}: {diff.ours!r} there, {diff.theirs!r} now){why}; "
+                f"{out_dir} holds a run with other settings ({diff.field}: {_brief(diff.ours)} there, {_brief(diff.theirs)} now){why}; "
                 "choose another --output"
             )
         return True
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and any(p.name != LOCK for p in out_dir.iterdir()):
         raise RunError(f"{out_dir} exists and is not a run directory of this harness; choose another --output")
     return False
 
 
-def _open_run_dir(out_dir: Path, settings: RunSettings, model: ModelInfo) -> tuple[bool, bool]:
-    """Create the run directory or check that it holds the same run: (directory made, run started)."""
+def _brief(value, width: int = 80) -> str:
+    """A recorded value as a one-line message can hold it: long lists and objects summarised."""
+    if isinstance(value, list) and len(repr(value)) > width:
+        return f"{len(value)} items [{_brief(value[0], width // 2) if value else ''}, ...]"
+    if isinstance(value, dict) and len(repr(value)) > width:
+        return f"an object of {len(value)} fields ({', '.join(list(map(str, value))[:4])}{', ...' if len(value) > 4 else ''})"
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@dataclass
+class _RunDir:
+    """A run directory this process writes: what it created (to remove again on an early failure)
+    and the lock it holds."""
+
+    path: Path
+    created: list[Path]  # the directories made, innermost first
+    started: bool  # settings.json written by this process
+    lock: int | None = None  # fd of the flock'ed lock file
+
+    def __enter__(self) -> _RunDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            (self.path / LOCK).unlink(missing_ok=True)
+            os.close(self.lock)
+            self.lock = None
+
+    def discard(self) -> None:
+        """Leave nothing half-written behind: the directories made, or the emptied directory as it was."""
+        self.release()
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            for parent in self.created[1:]:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only if empty: another process may have put something there
+        else:  # the directory was there, empty: empty it again
+            for path in self.path.iterdir():
+                path.unlink(missing_ok=True)
+
+
+def _open_run_dir(out_dir: Path, settings: RunSettings, model: ModelInfo, lock: bool = True) -> _RunDir:
+    """Create the run directory or check that it holds the same run, and take its lock: two
+    processes writing one run directory would each score every question."""
     if check_run_dir(out_dir, settings, model):
-        return False, False
-    created = not out_dir.exists()
+        run_dir = _RunDir(out_dir, [], False)
+        if lock:
+            run_dir.lock = _lock(out_dir)
+        return run_dir
+    created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot create {out_dir}: {e.strerror or e}") from None
-    write_json(out_dir / SETTINGS, settings.settings_json(model.resume_identity()))
-    return created, True
+    run_dir = _RunDir(out_dir, created, False)
+    try:
+        if lock:
+            run_dir.lock = _lock(out_dir)
+        if not check_run_dir(out_dir, settings, model):  # another process may have started it meanwhile
+            write_json(out_dir / SETTINGS, settings.settings_json(model.resume_identity()))
+            run_dir.started = True
+    except BaseException:
+        if run_dir.lock is not None or not lock:
+            run_dir.discard()
+        raise
+    return run_dir
+
+
+def _lock(out_dir: Path) -> int | None:
+    """An exclusive lock on `out_dir/.lock` (holding this process's pid), or a RunError naming its holder."""
+    try:
+        import fcntl
+    except ImportError:  # not on this platform: no lock, as before
+        return None
+    path = out_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RunError(f"cannot create {path}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
+        os.close(fd)
+        raise RunError(
+            f"{out_dir} is being written by another harness eval right now (pid {holder}); wait for it to finish "
+            "(running this command again then reuses its answers) or choose another --output"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 @dataclass(frozen=True)
@@ -181,113 +275,139 @@ def evaluate(
     prepare_seconds = time.perf_counter() - t0
     run = run_settings(data, settings, data_info)
     out_dir = Path(out_dir)
-    created, started = _open_run_dir(out_dir, run, loaded.info) if workers.is_main else (False, False)
-    done: dict = {}
-    try:
-        workers.barrier()
-        if not workers.is_main:
-            _open_run_dir(out_dir, run, loaded.info)
-        own_log = rank_sample_log(out_dir, workers.rank, workers.world_size)
-        own_log.repair()
-        done = read_all_samples(out_dir)
-        workers.barrier()  # every worker has read what is done before anyone appends
+    run_dir = _open_run_dir(out_dir, run, loaded.info) if workers.is_main else None
+    with run_dir or contextlib.nullcontext():  # the lock is released however this ends
+        done: dict = {}
         keys = [[(key, q.id) for q in qs] for key, qs in zip(prepared.subject_keys, prepared.questions)]
         wanted = [k for group in keys for k in group]
-        stray = sorted(set(done) - set(wanted))
-        if stray:
-            raise RunError(f"{out_dir} holds question {stray[0]} that this run does not score; choose another --output")
-        resumed = len(done)
+        answers = {k: q.answer for group, qs in zip(keys, prepared.questions) for k, q in zip(group, qs)}
+        try:
+            workers.barrier()
+            if not workers.is_main:
+                _open_run_dir(out_dir, run, loaded.info, lock=False)
+            if (out_dir / RESULTS).is_file():  # finished: verified, never rewritten
+                finished = _finished_run(out_dir, run, answers)
+                workers.barrier()
+                return finished if workers.is_main else None
+            own_log = rank_sample_log(out_dir, workers.rank, workers.world_size)
+            own_log.repair()
+            done = read_all_samples(out_dir)
+            workers.barrier()  # every worker has read what is done before anyone appends
+            _check_done(out_dir, done, answers)
+            resumed = len(done)
 
-        plan = plan_batches(
-            prepared.encoded,
-            batch_size=settings.batch_size,
-            max_batch_tokens=settings.max_batch_tokens,
-            prefix_cache=settings.prefix_cache,
-        )
-        pending = [b for b in plan if not all(keys[b.group][i] in done for i in b.items)]
+            plan = plan_batches(
+                prepared.encoded,
+                batch_size=settings.batch_size,
+                max_batch_tokens=settings.max_batch_tokens,
+                prefix_cache=settings.prefix_cache,
+            )
+            pending = [b for b in plan if not all(keys[b.group][i] in done for i in b.items)]
 
-        def cost(b: Batch) -> int:
-            return sum(len(prepared.encoded[b.group][i].input_ids) - b.prefix_len for i in b.items)
+            def cost(b: Batch) -> int:
+                return sum(len(prepared.encoded[b.group][i].input_ids) - b.prefix_len for i in b.items)
 
-        mine = assign(pending, cost, workers)
-        scorer = letter_scorer(loaded)
-        t1 = time.perf_counter()
-        with tqdm(
-            total=sum(len(b.items) for b in mine),
-            unit="q",
-            desc=f"{loaded.info.name} {settings.fmt.protocol.name} {settings.fmt.shots}-shot",
-            file=sys.stderr,
-            disable=not progress or not workers.is_main,
-            dynamic_ncols=True,
-        ) as bar:
-            for batch in mine:
-                logits = scorer.score(batch, prepared.encoded[batch.group])
-                new = []
-                for i, row in zip(batch.items, logits):
-                    key = keys[batch.group][i]
-                    if key not in done:
-                        new.append(Sample.scored(key[0], key[1], prepared.questions[batch.group][i].answer, row))
-                own_log.append(new)
-                done.update((s.key, s) for s in new)
-                bar.update(len(batch.items))
-    except BaseException:
-        if started and not done and workers.world_size == 1:  # leave nothing half-written behind
-            if created:
-                shutil.rmtree(out_dir, ignore_errors=True)
-            else:  # the directory was there, empty: empty it again
-                for path in out_dir.iterdir():
-                    path.unlink(missing_ok=True)
-        raise
-    score_seconds = time.perf_counter() - t1
-    workers.barrier()
-    if not workers.is_main:
-        return None
-
-    done = read_all_samples(out_dir)
-    missing = [k for k in wanted if k not in done]
-    if missing:
-        raise RunError(f"{out_dir}: question {missing[0]} was not scored by any worker; run again to resume")
-    samples = [done[k] for k in wanted]
-    write_samples(out_dir, samples)
-    record = RunRecord(
-        model=loaded.info,
-        settings=run,
-        scores=summarize(samples, prepared.subject_keys),
-        protocol_title=settings.fmt.protocol.title,
-        continuations=tuple(settings.fmt.protocol.continuations()),
-        aggregate=settings.fmt.protocol.aggregate,
-        data_source={k: v for k, v in data_info.items() if k != "normalize"},
-        harness={"version": __version__, **git_state()},
-        runtime={
-            "device": loaded.info.device,
-            "backend": loaded.info.backend,
-            "world_size": workers.world_size,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
-            "threads": torch.get_num_threads(),
-            "batch_size": settings.batch_size,
-            "max_batch_tokens": settings.max_batch_tokens,
-            "prefix_cache": settings.prefix_cache and scorer.fast,
-            "seed": settings.seed,
-            "started_at": started_at,
-            "finished_at": _now(),
-            "resumed_from": resumed,
-            "timings": {
-                "load_seconds": round(loaded.load_seconds, 3),
-                "prepare_seconds": round(prepare_seconds, 3),
-                "score_seconds": round(score_seconds, 3),
-                "scored_questions": prepared.n - resumed,
-                "questions_per_second": round((prepared.n - resumed) / score_seconds, 3)
-                if prepared.n > resumed and score_seconds
-                else None,
-                "prompt_tokens": sum(len(e.input_ids) for enc in prepared.encoded for e in enc),
-                "computed_tokens": sum(cost(b) for b in pending),
+            mine = assign(pending, cost, workers)
+            scorer = letter_scorer(loaded)
+            t1 = time.perf_counter()
+            with tqdm(
+                total=sum(len(b.items) for b in mine),
+                unit="q",
+                desc=f"{loaded.info.name} {settings.fmt.protocol.name} {settings.fmt.shots}-shot",
+                file=sys.stderr,
+                disable=not progress or not workers.is_main,
+                dynamic_ncols=True,
+            ) as bar:
+                for batch in mine:
+                    logits = scorer.score(batch, prepared.encoded[batch.group])
+                    new = []
+                    for i, row in zip(batch.items, logits):
+                        key = keys[batch.group][i]
+                        if key not in done:
+                            new.append(Sample.scored(key[0], key[1], prepared.questions[batch.group][i].answer, row))
+                    own_log.append(new)
+                    done.update((s.key, s) for s in new)
+                    bar.update(len(batch.items))
+        except BaseException:
+            if run_dir is not None and run_dir.started and not done and workers.world_size == 1:
+                run_dir.discard()  # leave nothing half-written behind
+            raise
+        score_seconds = time.perf_counter() - t1
+        workers.barrier()
+        if not workers.is_main:
+            return None
+        done = read_all_samples(out_dir)
+        missing = [k for k in wanted if k not in done]
+        if missing:
+            raise RunError(f"{out_dir}: question {missing[0]} was not scored by any worker; run again to resume")
+        samples = [done[k] for k in wanted]
+        samples_sha256 = write_samples(out_dir, samples)
+        record = RunRecord(
+            model=loaded.info,
+            settings=run,
+            scores=summarize(samples, prepared.subject_keys),
+            protocol_title=settings.fmt.protocol.title,
+            continuations=tuple(settings.fmt.protocol.continuations()),
+            aggregate=settings.fmt.protocol.aggregate,
+            data_source={k: v for k, v in data_info.items() if k != "normalize"},
+            harness={"version": __version__, **git_state()},
+            runtime={
+                "device": loaded.info.device,
+                "backend": loaded.info.backend,
+                "world_size": workers.world_size,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "python": platform.python_version(),
+                "threads": torch.get_num_threads(),
+                "batch_size": settings.batch_size,
+                "max_batch_tokens": settings.max_batch_tokens,
+                "prefix_cache": settings.prefix_cache and scorer.fast,
+                "seed": settings.seed,
+                "started_at": started_at,
+                "finished_at": _now(),
+                "resumed_from": resumed,
+                "timings": {
+                    "load_seconds": round(loaded.load_seconds, 3),
+                    "prepare_seconds": round(prepare_seconds, 3),
+                    "score_seconds": round(score_seconds, 3),
+                    "scored_questions": prepared.n - resumed,
+                    "questions_per_second": round((prepared.n - resumed) / score_seconds, 3)
+                    if prepared.n > resumed and score_seconds
+                    else None,
+                    "prompt_tokens": sum(len(e.input_ids) for enc in prepared.encoded for e in enc),
+                    "computed_tokens": sum(cost(b) for b in pending),
+                },
             },
-        },
-    )
-    write_json(out_dir / RESULTS, record.to_json())
-    return record
+        )
+        record = seal(record, samples_sha256, json.loads((out_dir / SETTINGS).read_text(encoding="utf-8")))
+        write_json(out_dir / RESULTS, record.to_json())
+        return record
+
+
+def _check_done(out_dir: Path, done: dict, answers: dict) -> None:
+    """What a resumed run finds scored must be questions of this run, with this data's answers."""
+    stray = sorted(set(done) - set(answers))
+    if stray:
+        raise RunError(f"{out_dir} holds question {stray[0]} that this run does not score; choose another --output")
+    for key, sample in done.items():
+        if sample.gold != answers[key]:
+            raise RunError(f"{out_dir}: {key[0]} #{key[1]} is recorded with gold {sample.gold}, but the data's answer is "
+                           f"{answers[key]}; choose another --output")
+
+
+def _finished_run(out_dir: Path, run: RunSettings, answers: dict) -> RunRecord:
+    """A finished run in `out_dir`, read and checked against these settings and answers; it is not
+    scored again nor written: a finished run's record never changes."""
+    finished = load_run(out_dir)
+    diff = finished.settings.comparison_difference(run)
+    if diff:
+        raise RunError(f"{out_dir / RESULTS} is a run with other settings ({diff.field}: {_brief(diff.ours)} there, "
+                       f"{_brief(diff.theirs)} now); choose another --output")
+    _check_done(out_dir, {s.key: s for s in finished.samples}, answers)
+    missing = sorted(set(answers) - {s.key for s in finished.samples})
+    if missing:
+        raise RunError(f"{out_dir / RESULTS} is a finished run without question {missing[0]}; choose another --output")
+    return finished.record
 
 
 def letter_scorer(loaded: LoadedModel):

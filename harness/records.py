@@ -27,11 +27,13 @@ from typing import Any
 import numpy as np
 
 from harness.errors import RunError
-from harness.files import write_atomic
+from harness.files import write_atomic, write_json
 from harness.stats import macro_interval, wilson_interval
 from tasks import GROUP, LETTERS, all_subjects
 
 SCHEMA = "devops-eval/run/1"
+INTEGRITY = "integrity"  # the block of results.json that `seal` writes and `load_run` checks
+INTEGRITY_METHOD = "sha256/1"
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
 SETTINGS = "settings.json"
@@ -89,6 +91,9 @@ class Sample:
             raise _BadSample("gold and pred must be letters A-D, logits four numbers")
         if type(correct) is not bool or correct != (pred == gold):
             raise _BadSample(f"correct is {correct!r} but pred {pred} and gold {gold}")
+        chosen = cls.scored(subject, id_, gold, logits).pred
+        if pred != chosen:
+            raise _BadSample(f"pred is {pred} but its logits choose {chosen} (the highest logit; ties to the earlier letter)")
         return cls(subject, id_, gold, pred, logits, correct)
 
 
@@ -122,22 +127,29 @@ class SampleLog:
             return {}
         raw = self.path.read_bytes()
         raw = raw[: raw.rfind(b"\n") + 1]
-        samples = {}
+        samples, lines = {}, {}
         for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
             try:
                 s = Sample.from_json(json.loads(line))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 why = f" ({e})" if isinstance(e, _BadSample) else ""
                 raise RunError(f"{self.path} line {number}: not a sample record{why}") from None
-            samples[s.key] = s
+            if s.key in samples:
+                raise RunError(f"{self.path} line {number}: {s.subject} #{s.id} was scored already on line {lines[s.key]}; "
+                               "a question is scored once")
+            samples[s.key], lines[s.key] = s, number
         return samples
 
     def append(self, samples: Iterable[Sample]) -> None:
         text = "".join(_line(s) for s in samples)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk: what was appended before is kept, a torn line is cut on resume
+            raise RunError(f"cannot append to {self.path}: {e.strerror or e}; the questions scored so far are kept: "
+                           "make room and run the same command again to resume") from None
 
 
 def rank_sample_log(run_dir: Path, rank: int, world_size: int) -> SampleLog:
@@ -150,17 +162,24 @@ def read_all_samples(run_dir: Path) -> dict[tuple[str, int], Sample]:
     """Every scored question in a run directory, whichever worker (of any earlier run) wrote it."""
     run_dir = Path(run_dir)
     done: dict[tuple[str, int], Sample] = {}
+    where: dict[tuple[str, int], Path] = {}
     for path in [run_dir / SAMPLES, *sorted(run_dir.glob(RANK_SAMPLES.format(rank="*")))]:
-        done.update(SampleLog(path).load())
+        for key, sample in SampleLog(path).load().items():
+            if key in done:
+                raise RunError(f"{path}: {key[0]} #{key[1]} was scored already in {where[key].name}; a question is scored once")
+            done[key], where[key] = sample, path
     return done
 
 
-def write_samples(run_dir: Path, samples: list[Sample]) -> None:
-    """Replace the run's sample files by one SAMPLES in the given (canonical) order, atomically."""
+def write_samples(run_dir: Path, samples: list[Sample]) -> str:
+    """Replace the run's sample files by one SAMPLES in the given (canonical) order, atomically;
+    the sha256 of what was written."""
     run_dir = Path(run_dir)
-    write_atomic(run_dir / SAMPLES, "".join(_line(s) for s in samples))
+    data = "".join(_line(s) for s in samples).encode("utf-8")
+    write_atomic(run_dir / SAMPLES, data)
     for path in run_dir.glob(RANK_SAMPLES.format(rank="*")):
         path.unlink()
+    return hashlib.sha256(data).hexdigest()
 
 
 # --- scores ----------------------------------------------------------------------------------
@@ -486,6 +505,7 @@ class RunRecord:
     data_source: dict = field(default_factory=dict)
     harness: dict = field(default_factory=dict)  # version, git_commit, git_dirty
     runtime: dict = field(default_factory=dict)  # device, backend, threads, batch settings, timings
+    integrity: dict | None = None  # `seal`: digests of the record, its samples and its settings.json
 
     @property
     def timings(self) -> dict:
@@ -510,6 +530,7 @@ class RunRecord:
             "task": {**s.task_json(), "data_source": self.data_source},
             "runtime": self.runtime,
             **self.scores.to_json(),
+            **({INTEGRITY: self.integrity} if self.integrity is not None else {}),
         }
 
     @classmethod
@@ -555,6 +576,7 @@ class RunRecord:
             data_source=t.get("data_source") if isinstance(t.get("data_source"), dict) else {},
             harness=r.get("harness") if isinstance(r.get("harness"), dict) else {},
             runtime=r.get("runtime") if isinstance(r.get("runtime"), dict) else {},
+            integrity=r[INTEGRITY] if isinstance(r.get(INTEGRITY), dict) else None,
         )
 
 
@@ -565,6 +587,69 @@ def _score(d: dict, key: str, ci_key: str) -> Score:
 
 def _describe(e: Exception) -> str:
     return f"missing {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+
+
+# --- integrity: was the record changed after it was written? ----------------------------------
+# Integrity, not authentication: the digests tell a reader that results.json, samples.jsonl or
+# settings.json changed after `harness eval` wrote them (an edited shots value, a hand-"fixed"
+# sample, a summary that no longer matches); anyone who rewrites a record on purpose can seal it
+# again (`seal_run`), so they do not prove who wrote it.
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def seal(record: RunRecord, samples_sha256: str, settings: dict) -> RunRecord:
+    """`record` with its integrity block: the sha256 of its own content (every field but this
+    block), of the samples file's bytes and of settings.json's content."""
+    body = replace(record, integrity=None).to_json()
+    return replace(record, integrity={
+        "method": INTEGRITY_METHOD,
+        "record_sha256": _sha256(_canonical(body)),
+        "samples_sha256": samples_sha256,
+        "settings_sha256": _sha256(_canonical(settings)),
+    })
+
+
+def seal_run(run_dir: str | Path) -> None:
+    """Seal a run directory's record as it now is: for tools that rewrite a record on purpose."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / RESULTS).read_text(encoding="utf-8"))
+    record = RunRecord.from_json(results, run_dir / RESULTS)
+    settings = json.loads((run_dir / SETTINGS).read_text(encoding="utf-8")) if (run_dir / SETTINGS).is_file() else {}
+    sealed = seal(record, _sha256((run_dir / SAMPLES).read_bytes()), settings).integrity
+    if not (run_dir / SETTINGS).is_file():
+        sealed = {k: v for k, v in sealed.items() if k != "settings_sha256"}
+    write_json(run_dir / RESULTS, {**{k: v for k, v in results.items() if k != INTEGRITY}, INTEGRITY: sealed})
+
+
+def _check_integrity(results: dict, path: Path) -> None:
+    """The digests `seal` wrote must be those of what is in the directory now. A record without
+    them (written before they were) is read as it is."""
+    sealed = results.get(INTEGRITY)
+    if sealed is None:
+        return
+    again = "; a record edited by hand is no run record: score the model again into a new --output"
+    if not isinstance(sealed, dict) or sealed.get("method") != INTEGRITY_METHOD:
+        raise RunError(f"{path / RESULTS}: its {INTEGRITY} block is not one this harness writes ({INTEGRITY_METHOD})")
+    body = {k: v for k, v in results.items() if k != INTEGRITY}
+    if sealed.get("record_sha256") != _sha256(_canonical(body)):
+        raise RunError(f"{path / RESULTS} was changed after the run wrote it (its content no longer has the sha256 it records){again}")
+    if sealed.get("samples_sha256") != _sha256((path / SAMPLES).read_bytes()):
+        raise RunError(f"{path / SAMPLES} was changed after the run wrote it (not the sha256 {RESULTS} records){again}")
+    settings_file = path / SETTINGS
+    if "settings_sha256" in sealed and settings_file.is_file():
+        try:
+            settings = json.loads(settings_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunError(f"{settings_file} is corrupt: {e}") from None
+        if sealed["settings_sha256"] != _sha256(_canonical(settings)):
+            raise RunError(f"{settings_file} was changed after the run wrote it (not the sha256 {RESULTS} records){again}")
 
 
 # --- a finished run read back ----------------------------------------------------------------
@@ -655,6 +740,7 @@ def load_run(path: str | Path) -> Run:
     record = RunRecord.from_json(results, results_file)
     samples = list(SampleLog(path / SAMPLES).load().values())
     _check_counts(record, samples, path)
+    _check_integrity(results, path)
     order = {key: i for i, key in enumerate(record.settings.subjects)}
     samples.sort(key=lambda s: (order[s.subject], s.id))
     return Run(path, record, samples)
@@ -678,6 +764,16 @@ def _check_counts(record: RunRecord, samples: list[Sample], path: Path) -> None:
         score = "micro" if where == "overall" else "accuracy"
         if abs(theirs_.accuracy - ours_.accuracy) > 1e-9:
             raise RunError(f"{path}: {RESULTS} {where}.{score} is {theirs_.accuracy!r} but {SAMPLES} gives {ours_.accuracy:.6f}")
+        interval = "micro_ci95" if where == "overall" else "ci95"
+        if max(abs(theirs_.low - ours_.low), abs(theirs_.high - ours_.high)) > 1e-9:
+            raise RunError(f"{path}: {RESULTS} {where}.{interval} is [{theirs_.low!r}, {theirs_.high!r}] but {SAMPLES} gives "
+                           f"[{ours_.low:.6f}, {ours_.high:.6f}]")
+    ours_, theirs_ = counted.macro, theirs.macro
+    if abs(theirs_.accuracy - ours_.accuracy) > 1e-9:
+        raise RunError(f"{path}: {RESULTS} overall.macro is {theirs_.accuracy!r} but {SAMPLES} gives {ours_.accuracy:.6f}")
+    if max(abs(theirs_.low - ours_.low), abs(theirs_.high - ours_.high)) > 1e-9:
+        raise RunError(f"{path}: {RESULTS} overall.macro_ci95 is [{theirs_.low!r}, {theirs_.high!r}] but {SAMPLES} gives "
+                       f"[{ours_.low:.6f}, {ours_.high:.6f}]")
 
 
 # --- comparing two runs question by question ---------------------------------------------------

@@ -79,12 +79,15 @@ def test_record_holds_what_reproduces_the_run(five_shot_run, tiny_model):
     assert load_run(five_shot_run).shots == 5
 
 
-def test_running_again_resumes_without_rescoring(five_shot_run, tiny_model, data_dir):
-    before = (five_shot_run / "samples.jsonl").read_bytes()
-    assert _eval(tiny_model, five_shot_run, data_dir, "--shots", "5") == 0
-    assert (five_shot_run / "samples.jsonl").read_bytes() == before
-    r = json.loads((five_shot_run / "results.json").read_text())
-    assert r["runtime"]["resumed_from"] == 574 and r["runtime"]["timings"]["scored_questions"] == 0
+def test_running_again_over_a_finished_run_verifies_it_and_changes_no_byte(five_shot_run, tiny_model, data_dir, capsys):
+    files = ("samples.jsonl", "results.json", "settings.json")
+    before = {name: (five_shot_run / name).read_bytes() for name in files}
+    capsys.readouterr()
+    assert _eval(tiny_model, five_shot_run, data_dir, "--shots", "5", "--batch-size", "3") == 0
+    assert {name: (five_shot_run / name).read_bytes() for name in files} == before
+    assert sorted(p.name for p in five_shot_run.iterdir()) == sorted(files)  # no lock left behind
+    out, err = capsys.readouterr()
+    assert "overall (micro)" in out and "finished already" in err
 
 
 def test_same_model_and_settings_give_the_same_predictions(five_shot_run, tiny_model, data_dir, tmp_path):

@@ -23,7 +23,7 @@ from scipy.stats import binomtest
 
 from harness.cli import build_parser, main
 from harness.files import write_json
-from harness.records import LETTERS, Sample, SampleLog, load_run, summarize
+from harness.records import LETTERS, Sample, SampleLog, load_run, seal_run, summarize
 from harness.stats import holm_adjust, mcnemar_exact
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +165,7 @@ def rewrite_run(run_dir: Path, samples: list[Sample], **results_changes) -> None
     (run_dir / "samples.jsonl").unlink()
     SampleLog(run_dir / "samples.jsonl").append(samples)
     write_json(run_dir / "results.json", results)
+    seal_run(run_dir)  # a record rewritten on purpose: sealed again, as its writer would
 
 
 def flipped_copy(src: Path, dest: Path, right_to_wrong: int, wrong_to_right: int, subject: str | None = None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from harness.commands.args import (
@@ -50,7 +51,7 @@ def run(args) -> int:
     from harness.evaluate import EvalSettings, check_run_dir, evaluate, run_settings
     from harness.models import load_model
     from harness.prompts import PromptFormat
-    from harness.records import SETTINGS
+    from harness.records import RESULTS, SETTINGS
     from tasks import check_shots, get_protocol, load_benchmark
 
     shots_list = list(dict.fromkeys(args.shots or [5]))
@@ -97,11 +98,14 @@ def run(args) -> int:
     written = {}
     for shots, settings in runs.items():
         out = output_dir(args, shots, multi)
+        finished = (out / RESULTS).is_file()
         record = evaluate(
             loaded, data, settings, out, data_info=data_info, workers=workers, progress=not args.no_progress
         )
         if record is not None:  # the main worker's: it wrote the record
             print(format_summary(out, record))
+            if finished:
+                print(f"harness eval: {out} is finished already: its record was verified and is unchanged", file=sys.stderr)
             written[shots] = out
     return gate.judge(written) if gate and workers.is_main else 0
 
