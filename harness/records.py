@@ -387,8 +387,8 @@ class RunSettings:
            normalize: str, sources: Mapping | None = None) -> RunSettings:
         content = None
         if sources is not None:
-            content = tuple((s, tuple((split, (src or {}).get("content_sha256")) for split, src in splits.items()))
-                            for s, splits in sources.items())
+            content = tuple(sorted((s, tuple(sorted((split, (src or {}).get("content_sha256")) for split, src in splits.items())))
+                                   for s, splits in sources.items()))
         return cls(protocol, version, shots, chat, tuple(subjects), limit, normalize, content, sources=sources)
 
     def value(self, dotted: str) -> Any:
