@@ -54,13 +54,32 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().absolute())
 
 
-def resolve_device(device: str) -> str:
-    import torch  # here, not at the top: building the CLI parser must not pay for torch
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
-    if device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
+
+def check_device(device: str) -> str:
+    """`device` if the harness can run on it here (auto, cpu, cuda, cuda:N); else one line naming --device."""
+    if not _DEVICE.fullmatch(device):
+        import torch
+
+        accepted = "auto, cpu, cuda or cuda:N" if torch.cuda.is_available() else "auto or cpu (CUDA is not available on this machine)"
+        raise ModelError(f"--device {device}: not a device the harness runs on; use {accepted}")
+    if device.startswith("cuda"):
+        import torch  # here, not at the top: building the CLI parser must not pay for torch
+
+        if not torch.cuda.is_available():
             raise ModelError(f"--device {device}: CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        if ":" in device and int(device.split(":")[1]) >= count:
+            raise ModelError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return device
+
+
+def resolve_device(device: str) -> str:
+    if check_device(device) != "auto":
         return device
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     return "cpu"

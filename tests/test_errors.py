@@ -232,3 +232,25 @@ def test_ctrl_c_is_one_line_and_offers_resuming_only_where_a_rerun_resumes(monke
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert err == f"harness {argv[0]}: interrupted" + ("; run the same command again to resume" if hint else "") + "\n"
+
+
+# --- issue 16: hostile or careless input ends in one line too -------------------------------
+
+@pytest.mark.parametrize("device", ["banana", "meta", "mps", "cuda:x", "cpu:0", ""])
+@pytest.mark.parametrize("command", ["eval", "chat"])
+def test_a_device_the_harness_cannot_run_on_is_refused_before_anything_loads(tiny_model, data_dir, tmp_path, capsys, command, device):
+    if command == "eval":
+        code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--device", device)
+    else:
+        code = main(["chat", "--model", str(tiny_model), "--prompt", "hi", "--device", device])
+    _one_line_error(capsys, code, f"--device {device}: not a device the harness runs on", "use auto")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cuda_device_on_a_machine_without_cuda(tiny_model, data_dir, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--device", "cuda:0")
+    _one_line_error(capsys, code, "--device cuda:0: CUDA is not available on this machine")

@@ -37,8 +37,10 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> No
 
 
 def model_spec(args):
-    from harness.models import ModelSpec
+    """The model flags as a `harness.models.ModelSpec`; an unusable --device is refused here, before anything loads."""
+    from harness.models import ModelSpec, check_device
 
+    check_device(args.device)
     return ModelSpec(
         model=args.model,
         revision=args.revision,

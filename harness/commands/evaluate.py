@@ -62,6 +62,7 @@ def run(args) -> int:
         raise HarnessError("--limit must be at least 1")
     if args.batch_size < 1 or args.max_batch_tokens < 1:
         raise HarnessError("--batch-size and --max-batch-tokens must be at least 1")
+    spec = model_spec(args)
     gate = _gate(args, protocol, shots_list, chat)  # before scoring: a bad baseline should not cost an evaluation
     multi = len(shots_list) > 1
     for shots in shots_list:  # nor an output directory that cannot be made
@@ -83,7 +84,6 @@ def run(args) -> int:
     for shots, settings in runs.items():  # a run of other settings there is refused before the model loads
         check_run_dir(output_dir(args, shots, multi), run_settings(data, settings, data_info))
     workers = workers_from_env()
-    spec = model_spec(args)
     if workers.world_size > 1 and spec.device == "auto" and spec.device_map is None:
         spec = replace(spec, device=local_device())
     if args.backend == "vllm":
