@@ -51,6 +51,27 @@ def check_directory_target(path: str | Path, what: str = "--output") -> Path:
     return path
 
 
+def read_json_object(path: str | Path, error: type[HarnessError] = HarnessError) -> dict:
+    """The JSON object in `path`; anything else (unreadable, not JSON, `[]`, `null`) is `error` naming the file."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"cannot read {path}: {e}") from None
+    if not isinstance(value, dict):
+        raise error(f"{path} must hold a JSON object, not {json_kind(value)}")
+    return value
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, in words: 'an array', 'null'..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    kinds = {list: "an array", str: "a string", int: "a number", float: "a number", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 def write_json(path: str | Path, obj) -> bool:
     """`obj` as indented UTF-8 JSON, atomically."""
     return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")

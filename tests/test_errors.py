@@ -254,3 +254,58 @@ def test_a_cuda_device_on_a_machine_without_cuda(tiny_model, data_dir, tmp_path,
         pytest.skip("this machine has CUDA")
     code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--device", "cuda:0")
     _one_line_error(capsys, code, "--device cuda:0: CUDA is not available on this machine")
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"text"'])
+@pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json", "harness_quantization.json", "quanto_qmap.json"])
+@pytest.mark.parametrize("tokenizer", [False, True])
+def test_a_model_json_file_that_is_not_an_object(tiny_model, data_dir, tmp_path, capsys, name, content, tokenizer):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / name).write_text(content)
+    extra = ["--tokenizer", str(tiny_model)] if tokenizer else []
+    code = _eval(broken, data_dir, tmp_path / "out", "--limit", "1", *extra)
+    _one_line_error(capsys, code, f"{broken / name} must hold a JSON object, not ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_adapter_config_that_is_not_an_object(tiny_model, data_dir, tmp_path, capsys):
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("[]")
+    _one_line_error(capsys, _eval(adapter, data_dir, tmp_path / "out", "--limit", "1"), f"{adapter / 'adapter_config.json'} must hold a JSON object")
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--adapter", str(adapter))
+    _one_line_error(capsys, code, f"{adapter / 'adapter_config.json'} must hold a JSON object, not an array")
+
+
+def test_a_tokenizer_directory_whose_json_is_not_an_object(tiny_model, data_dir, tmp_path, capsys):
+    tok = tmp_path / "tok"
+    shutil.copytree(tiny_model, tok)
+    (tok / "tokenizer_config.json").write_text("null")
+    code = main(["chat", "--model", str(tiny_model), "--tokenizer", str(tok), "--prompt", "hi"])
+    _one_line_error(capsys, code, f"{tok / 'tokenizer_config.json'} must hold a JSON object, not null")
+
+
+def test_quantize_reads_json_objects_only(tiny_model, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "config.json").write_text("[]")
+    code = main(["quantize", "--model", str(broken), "--method", "bnb-int8", "--output", str(tmp_path / "q")])
+    _one_line_error(capsys, code, f"{broken / 'config.json'} must hold a JSON object")
+    assert not (tmp_path / "q").exists()
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "harness_quantization.json").write_text("[]")
+    code = main(["quantize", "--model", str(tiny_model), "--method", "bnb-int8", "--output", str(tmp_path / "q")])
+    _one_line_error(capsys, code, "harness_quantization.json must hold a JSON object")
+
+
+def test_a_tokenizer_directory_that_does_not_exist(tiny_model, data_dir, tmp_path, capsys):
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--tokenizer", str(tmp_path / "no/such/dir"))
+    line = _one_line_error(capsys, code, f"--tokenizer {tmp_path / 'no/such/dir'}: no such directory")
+    assert "Repo id" not in line
+
+
+def test_a_gguf_file_missing_from_a_local_folder(tiny_model, data_dir, tmp_path, capsys):
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--gguf-file", "nope.gguf")
+    line = _one_line_error(capsys, code, f"--gguf-file nope.gguf: no such file in {tiny_model}")
+    assert "huggingface.co" not in line
