@@ -309,3 +309,41 @@ def test_a_gguf_file_missing_from_a_local_folder(tiny_model, data_dir, tmp_path,
     code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--gguf-file", "nope.gguf")
     line = _one_line_error(capsys, code, f"--gguf-file nope.gguf: no such file in {tiny_model}")
     assert "huggingface.co" not in line
+
+
+@pytest.mark.parametrize("subjects", ["", ",", " , "])
+def test_subjects_that_name_no_subject_are_refused_not_read_as_all_six(tiny_model, data_dir, tmp_path, capsys, subjects):
+    with pytest.raises(SystemExit) as e:
+        _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--subjects", subjects)
+    _one_line_error(capsys, e.value.code, "--subjects", "names no subject")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "--model", "m", "--output", ""],
+    ["eval", "--model", "m", "--gate-baseline", ""],
+    ["eval", "--model", "m", "--tokenizer", ""],
+    ["eval", "--model", "", "--output", "x"],
+    ["report", "run", "--output", ""],
+    ["leaderboard", "runs", "--output", ""],
+    ["leaderboard", "runs", "--readme", " "],
+    ["quantize", "--model", "m", "--method", "bnb-int8", "--output", ""],
+])
+def test_an_empty_path_is_refused_not_read_as_the_default(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    flag = argv[argv.index("") - 1] if "" in argv else "--readme"
+    _one_line_error(capsys, e.value.code, f"argument {flag}: an empty value")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("size", "needle"), [
+    ("0", "--tensor-parallel-size must be at least 1"),
+    ("-2", "--tensor-parallel-size must be at least 1"),
+    ("2", "--tensor-parallel-size 2 is for --backend vllm"),
+])
+def test_tensor_parallel_size_is_for_vllm_only(tiny_model, data_dir, tmp_path, capsys, size, needle):
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--tensor-parallel-size", size)
+    _one_line_error(capsys, code, needle)
+    assert not (tmp_path / "out").exists()

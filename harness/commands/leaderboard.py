@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from harness.commands.args import given
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -16,12 +18,14 @@ def register(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="a run directory, a directory holding runs, or a glob")
     p.add_argument(
         "--readme",
+        type=given,
         metavar="README",
         help="rewrite only the block between the lines <!-- leaderboard:start --> and <!-- leaderboard:end --> "
         "of this Markdown file (appended at its end if absent); the chart goes beside it as <stem>-leaderboard.png",
     )
     p.add_argument(
         "--output",
+        type=given,
         metavar="FILE",
         help="write the leaderboard to FILE instead of stdout (with --format md, the chart beside it as <stem>-leaderboard.png)",
     )
