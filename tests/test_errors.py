@@ -347,3 +347,14 @@ def test_tensor_parallel_size_is_for_vllm_only(tiny_model, data_dir, tmp_path, c
     code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--tensor-parallel-size", size)
     _one_line_error(capsys, code, needle)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_option_cell(tiny_model, data_copy, tmp_path, capsys):
+    path = data_copy / "cmmlu/test/machine_learning.csv"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    cells = lines[10].split(",")
+    cells[-3] = ""  # the C cell of record 9 (no commas inside this row's cells)
+    lines[10] = ",".join(cells)
+    path.write_text("".join(lines), encoding="utf-8")
+    code = _eval(tiny_model, data_copy, tmp_path / "out")
+    _one_line_error(capsys, code, "machine_learning.csv record 9", "empty option in column C")
