@@ -10,7 +10,7 @@ import sys
 
 from harness import __version__
 from harness.commands.args import OneLineParser
-from harness.errors import USER_ERRORS
+from harness.errors import USER_ERRORS, one_line
 
 # Each module has `register(subparsers)`, which adds its parser and sets `func(args) -> exit code`.
 COMMANDS = (
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except USER_ERRORS as e:
-        print(f"harness {args.command}: error: {e}", file=sys.stderr)
+        print(f"harness {args.command}: error: {one_line(e)}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         resume = "; run the same command again to resume" if args.command in RESUMABLE else ""

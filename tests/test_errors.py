@@ -358,3 +358,22 @@ def test_an_empty_option_cell(tiny_model, data_copy, tmp_path, capsys):
     path.write_text("".join(lines), encoding="utf-8")
     code = _eval(tiny_model, data_copy, tmp_path / "out")
     _one_line_error(capsys, code, "machine_learning.csv record 9", "empty option in column C")
+
+
+def test_a_path_with_a_newline_is_named_on_one_line(tiny_model, data_dir, tmp_path, capsys):
+    out = tmp_path / "run\nname\x1b[2J"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    line = _one_line_error(capsys, _eval(tiny_model, data_dir, out, "--limit", "1"), "is not a run directory of this harness")
+    assert "run\\nname\\x1b[2J" in line and "\x1b" not in line
+    line = _one_line_error(capsys, main(["report", str(tmp_path / "no\nrun")]), "no\\nrun")
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--model", "m", "stray\u2028argument"])
+    _one_line_error(capsys, e.value.code, "stray\\u2028argument")
+
+
+def test_one_line_escapes_what_would_break_the_line():
+    from harness.errors import one_line
+
+    assert one_line("a\nb\r\tc\x00\u2028d") == "a\\nb\\r\\tc\\x00\\u2028d"
+    assert one_line("计算机 网络: 'x'") == "计算机 网络: 'x'"

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from harness.errors import one_line
+
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 CACHE_ENV = "HARNESS_CACHE"
 
@@ -14,7 +16,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr and exit code 2."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def given(text: str) -> str:

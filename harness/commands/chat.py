@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from harness.commands.args import add_model_arguments, cache_dir, model_spec
 from harness.conversation import TEMPLATES
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
 
 if TYPE_CHECKING:  # harness.chat loads torch; the parser must not
     from harness.chat import Conversation, Reply
@@ -132,7 +132,7 @@ def session(
             err.write("(answer stopped; it is not kept in the history)\n")
             continue
         except HarnessError as e:  # e.g. a conversation longer than the context: the session goes on
-            err.write(f"harness chat: error: {e}\n")
+            err.write(f"harness chat: error: {one_line(e)}\n")
             continue
         out.write(format_reply(reply, len(conversation.history)) if jsonl else "\n")
         out.flush()
