@@ -397,3 +397,48 @@ def test_a_run_of_other_subjects_is_refused_in_a_short_line(tiny_model, data_dir
     code = _eval(tiny_model, data_dir, out, "--limit", "1", "--shots", "0")
     line = _one_line_error(capsys, code, f"{out} holds a run with other settings (task.subjects: ", "differ", "choose another --output")
     assert len(line) < 250 and "sha256" not in line
+
+
+@pytest.mark.parametrize(("module", "argv", "hint"), [
+    ("harness.commands.evaluate", ["eval", "--model", "m"], True),
+    ("harness.commands.leaderboard", ["leaderboard", "runs"], False),
+])
+def test_sigterm_ends_as_ctrl_c_does_with_exit_code_143(monkeypatch, capsys, module, argv, hint):
+    import importlib
+    import os
+    import signal
+    import time
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        return 0
+
+    monkeypatch.setattr(importlib.import_module(module), "run", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(argv) == 143
+    err = capsys.readouterr().err
+    assert err == f"harness {argv[0]}: interrupted" + ("; run the same command again to resume" if hint else "") + "\n"
+    assert signal.getsignal(signal.SIGTERM) is before  # main() leaves the process's handler as it was
+
+
+def test_sigterm_during_a_chat_answer_ends_the_session(tiny_model, monkeypatch, capsys):
+    import io
+    import os
+    import signal
+
+    class Killed(io.StringIO):
+        """stdout that is sent SIGTERM once, when the first answer's first token is written."""
+
+        def write(self, text):
+            if not self.tell():
+                super().write(text)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return len(text)
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nagain\n"))
+    monkeypatch.setattr(sys, "stdout", Killed())
+    assert main(["chat", "--model", str(tiny_model), "--max-new-tokens", "4"]) == 143
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "harness chat: interrupted" and "answer stopped" not in err
