@@ -442,3 +442,36 @@ def test_sigterm_during_a_chat_answer_ends_the_session(tiny_model, monkeypatch, 
     assert main(["chat", "--model", str(tiny_model), "--max-new-tokens", "4"]) == 143
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == "harness chat: interrupted" and "answer stopped" not in err
+
+
+def test_lm_eval_export_onto_a_full_disk_leaves_no_folder_behind(data_dir, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    real_fsync, synced = os.fsync, []
+
+    def full_after_two_files(fd):
+        if len(synced) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_after_two_files)
+    target = tmp_path / "a" / "b" / "tasks"
+    code = main(["tasks", "export-lm-eval", str(target), "--data-dir", str(data_dir)])
+    _one_line_error(capsys, code, "cannot write", "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lm_eval_export_into_an_existing_folder_that_fills_keeps_the_folder(data_dir, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    (tmp_path / "tasks").mkdir()
+    monkeypatch.setattr(os, "fsync", full)
+    code = main(["tasks", "export-lm-eval", str(tmp_path / "tasks"), "--data-dir", str(data_dir)])
+    _one_line_error(capsys, code, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["tasks"] and not any((tmp_path / "tasks").iterdir())
