@@ -76,6 +76,22 @@ def check_device(device: str) -> str:
     return device
 
 
+# accelerate's placement strategies; a device name (cpu, cuda:N) puts the whole model there.
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_device_map(device_map: str | None) -> str | None:
+    """`device_map` if accelerate can place a model by it here; else one line naming --device-map."""
+    if device_map is None or device_map in DEVICE_MAPS:
+        return device_map
+    if not _DEVICE.fullmatch(device_map):
+        raise ModelError(f"--device-map {device_map}: use {', '.join(DEVICE_MAPS)}, or a device (cpu, cuda:N)")
+    try:
+        return check_device(device_map)
+    except ModelError as e:
+        raise ModelError(str(e).replace("--device ", "--device-map ", 1)) from None
+
+
 def resolve_device(device: str) -> str:
     if check_device(device) != "auto":
         return device

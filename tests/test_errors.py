@@ -475,3 +475,10 @@ def test_lm_eval_export_into_an_existing_folder_that_fills_keeps_the_folder(data
     code = main(["tasks", "export-lm-eval", str(tmp_path / "tasks"), "--data-dir", str(data_dir)])
     _one_line_error(capsys, code, "No space left on device")
     assert [p.name for p in tmp_path.iterdir()] == ["tasks"] and not any((tmp_path / "tasks").iterdir())
+
+
+@pytest.mark.parametrize("device_map", ["banana", "meta", "mps", ""])
+def test_a_device_map_accelerate_cannot_place_by_is_refused_before_anything_loads(tiny_model, data_dir, tmp_path, capsys, device_map):
+    code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--device-map", device_map)
+    _one_line_error(capsys, code, f"--device-map {device_map}: use auto, balanced, balanced_low_0, sequential, or a device")
+    assert not (tmp_path / "out").exists()

@@ -54,9 +54,10 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> No
 
 def model_spec(args):
     """The model flags as a `harness.models.ModelSpec`; an unusable --device is refused here, before anything loads."""
-    from harness.models import ModelSpec, check_device
+    from harness.models import ModelSpec, check_device, check_device_map
 
     check_device(args.device)
+    check_device_map(getattr(args, "device_map", None))
     return ModelSpec(
         model=args.model,
         revision=args.revision,
