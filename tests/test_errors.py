@@ -463,6 +463,20 @@ def test_lm_eval_export_onto_a_full_disk_leaves_no_folder_behind(data_dir, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+def test_lm_eval_export_where_files_cannot_be_created_leaves_no_folder_behind(data_dir, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+    import tempfile
+
+    def read_only(*args, **kwargs):  # what a read-only mount (or, for a non-root user, a 0555 folder) answers
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    code = main(["tasks", "export-lm-eval", str(tmp_path / "a" / "tasks"), "--data-dir", str(data_dir)])
+    _one_line_error(capsys, code, "cannot write", "Read-only file system")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_lm_eval_export_into_an_existing_folder_that_fills_keeps_the_folder(data_dir, tmp_path, capsys, monkeypatch):
     import errno
     import os
