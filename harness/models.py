@@ -135,9 +135,7 @@ def resolve_source(spec: ModelSpec, cache_dir: Path) -> _Source:
         there = sorted(f.name for f in Path(src.path).glob("*.gguf"))
         found = f"its .gguf files: {', '.join(there)}" if there else "it holds no .gguf file"
         raise ModelError(f"--gguf-file {src.gguf_file}: no such file in {src.path} ({found})")
-    # A GGUF file carries its own config and tokenizer: JSON files beside it are not read.
-    model_dir = src.path if src.local and not src.gguf_file else None
-    for place in dict.fromkeys((model_dir, src.adapter, src.tokenizer if src.tokenizer != src.path else model_dir)):
+    for place in (src.path if src.local else None, src.adapter, src.tokenizer):
         if place and Path(place).expanduser().is_dir():
             check_json_files(Path(place).expanduser())
     if spec.tokenizer and not Path(spec.tokenizer).expanduser().exists() and _looks_like_a_path(spec.tokenizer):
