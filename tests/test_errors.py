@@ -319,22 +319,29 @@ def test_subjects_that_name_no_subject_are_refused_not_read_as_all_six(tiny_mode
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("argv", [
-    ["eval", "--model", "m", "--output", ""],
-    ["eval", "--model", "m", "--gate-baseline", ""],
-    ["eval", "--model", "m", "--tokenizer", ""],
-    ["eval", "--model", "", "--output", "x"],
-    ["report", "run", "--output", ""],
-    ["leaderboard", "runs", "--output", ""],
-    ["leaderboard", "runs", "--readme", " "],
-    ["quantize", "--model", "m", "--method", "bnb-int8", "--output", ""],
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["eval", "--model", "m", "--output", ""], "--output"),
+    (["eval", "--model", "m", "--gate-baseline", ""], "--gate-baseline"),
+    (["eval", "--model", "m", "--tokenizer", ""], "--tokenizer"),
+    (["eval", "--model", "m", "--data-dir", ""], "--data-dir"),
+    (["eval", "--model", "", "--output", "x"], "--model"),
+    (["report", "run", "--output", ""], "--output"),
+    (["report", ""], "RUN_DIR"),
+    (["compare", "a", ""], "RUN_B"),
+    (["leaderboard", "runs", "--output", ""], "--output"),
+    (["leaderboard", "runs", "--readme", " "], "--readme"),
+    (["leaderboard", ""], "RUN_DIR"),
+    (["leaderboard", "runs", "--highlight", ""], "--highlight"),
+    (["gate", "--baseline", "", "--candidate", "b"], "--baseline"),
+    (["tasks", "export-lm-eval", ""], "dir"),
+    (["contamination", "--files", ""], "--files"),
+    (["quantize", "--model", "m", "--method", "bnb-int8", "--output", ""], "--output"),
 ])
-def test_an_empty_path_is_refused_not_read_as_the_default(tmp_path, capsys, monkeypatch, argv):
+def test_an_empty_path_or_name_is_refused_not_read_as_the_default_or_here(tmp_path, capsys, monkeypatch, argv, flag):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         main(argv)
-    flag = argv[argv.index("") - 1] if "" in argv else "--readme"
-    _one_line_error(capsys, e.value.code, f"argument {flag}: an empty value")
+    _one_line_error(capsys, e.value.code, f"argument {flag}: must not be empty")
     assert list(tmp_path.iterdir()) == []
 
 

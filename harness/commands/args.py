@@ -22,7 +22,7 @@ class OneLineParser(argparse.ArgumentParser):
 def given(text: str) -> str:
     """argparse `type` of a path or name flag: an empty value is a mistake, never the default nor the current directory."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("an empty value; give one or leave the flag out")
+        raise argparse.ArgumentTypeError("must not be empty")
     return text
 
 
@@ -75,7 +75,8 @@ def add_data_dir_argument(g, help: str | None = None) -> None:
     """`--data-dir`, defaulting to $HARNESS_DATA_DIR: the one place the variable is read."""
     g.add_argument(
         "--data-dir",
-        default=os.environ.get(DATA_DIR_ENV),
+        type=given,
+        default=os.environ.get(DATA_DIR_ENV) or None,  # set but empty: as unset (the Hub)
         help=help or f"local copy in the benchmarks' own layouts (cmmlu/..., ceval/...); default ${DATA_DIR_ENV}, else the Hub",
     )
 

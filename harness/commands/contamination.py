@@ -27,9 +27,9 @@ def register(sub) -> None:
         "found; 2: bad input.",
     )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--dataset", metavar="NAME[,NAME]", help="dataset(s) named in DATASET_DIR/dataset_info.json, as harness train takes them")
-    what.add_argument("--files", nargs="+", metavar="PATH", help="txt (a record per line), json, jsonl or csv files, or directories of them")
-    p.add_argument("--dataset_dir", metavar="DIR", help="folder holding dataset_info.json (default: data, as harness train)")
+    what.add_argument("--dataset", type=given, metavar="NAME[,NAME]", help="dataset(s) named in DATASET_DIR/dataset_info.json, as harness train takes them")
+    what.add_argument("--files", nargs="+", type=given, metavar="PATH", help="txt (a record per line), json, jsonl or csv files, or directories of them")
+    p.add_argument("--dataset_dir", type=given, metavar="DIR", help="folder holding dataset_info.json (default: data, as harness train)")
     p.add_argument("--ngram", type=int, default=DEFAULT_NGRAM,
                    help=f"n-gram length in tokens: an ideograph, or a Latin word or number (default {DEFAULT_NGRAM})")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,

@@ -15,7 +15,7 @@ def register(sub) -> None:
         "model card's Base and Chat tables, a per-subject table and a bar chart. Runs of different "
         "protocols, question sets or data are put in separate sections, never ranked together.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="a run directory, a directory holding runs, or a glob")
+    p.add_argument("runs", nargs="+", type=given, metavar="RUN_DIR", help="a run directory, a directory holding runs, or a glob")
     p.add_argument(
         "--readme",
         type=given,
@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--format", choices=("md", "csv", "json"), default="md", help="for --output or stdout (default md); --readme is always Markdown")
     p.add_argument(
         "--highlight",
+        type=given,
         action="append",
         metavar="PATTERN",
         help="bold the rows whose model name, as shown, matches this regular expression (case-insensitive), "

@@ -15,7 +15,7 @@ def register(sub) -> None:
         description="Without --output the Markdown goes to stdout and no plot is drawn; with --output FILE "
         "the calibration plot is written beside it as <stem>-calibration.png.",
     )
-    p.add_argument("run", metavar="RUN_DIR", help="a run directory (holding results.json)")
+    p.add_argument("run", type=given, metavar="RUN_DIR", help="a run directory (holding results.json)")
     p.add_argument("--output", type=given, metavar="FILE", help="write the Markdown here (and the plot beside it) instead of stdout")
     p.set_defaults(func=run_report)
 
@@ -26,8 +26,8 @@ def register(sub) -> None:
         "differ. Without --output the Markdown goes to stdout; with --output FILE the per-subject chart is "
         "written beside it as <stem>-subjects.png.",
     )
-    c.add_argument("run_a", metavar="RUN_A", help="the baseline run directory")
-    c.add_argument("run_b", metavar="RUN_B", help="the run compared with it")
+    c.add_argument("run_a", type=given, metavar="RUN_A", help="the baseline run directory")
+    c.add_argument("run_b", type=given, metavar="RUN_B", help="the run compared with it")
     c.add_argument("--output", type=given, metavar="FILE", help="write the Markdown here (and the chart beside it) instead of stdout")
     c.set_defaults(func=run_compare)
 
