@@ -392,7 +392,7 @@ def test_a_settings_file_that_is_not_an_object(tiny_model, data_dir, tmp_path, c
     capsys.readouterr()
     (tmp_path / "out" / "settings.json").write_text("[]")
     code = _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--shots", "0")
-    line = _one_line_error(capsys, code, "settings.json is corrupt (a JSON array, not an object); choose another --output")
+    line = _one_line_error(capsys, code, "settings.json is corrupt (it holds an array, not a JSON object); choose another --output")
     assert len(line) < 200
 
 
