@@ -6,11 +6,13 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from harness import __version__
 from harness.commands.args import OneLineParser
-from harness.errors import USER_ERRORS
+from harness.errors import USER_ERRORS, Terminated, one_line
 
 # Each module has `register(subparsers)`, which adds its parser and sets `func(args) -> exit code`.
 COMMANDS = (
@@ -93,15 +95,25 @@ def _quiet_libraries(verbose: bool) -> None:
             transformers.utils.logging.disable_progress_bar()
 
 
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries(args.verbose)
+    # SIGTERM (kill, a CI job cancelled, a scheduler's time limit) ends as Ctrl-C does.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return args.func(args)
     except USER_ERRORS as e:
-        print(f"harness {args.command}: error: {e}", file=sys.stderr)
+        print(f"harness {args.command}: error: {one_line(e)}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         resume = "; run the same command again to resume" if args.command in RESUMABLE else ""
         print(f"harness {args.command}: interrupted{resume}", file=sys.stderr)
-        return 130
+        return e.exit_code if isinstance(e, Terminated) else 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

@@ -18,5 +18,18 @@ class RunError(HarnessError):
     """A run directory that is missing, corrupt, or holds a run with other settings."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that it ends as Ctrl-C does: the same clean-up, one
+    line, exit code 143 (128 + 15) instead of 130."""
+
+    exit_code = 143
+
+
+def one_line(text) -> str:
+    """`text` with line breaks and other unprintable characters as escapes (\\n, \\x1b, \\u2028):
+    an error that names a path holding a newline is still exactly one line, and cannot move the cursor."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 # What the CLI turns into one line and an exit code instead of a traceback.
 USER_ERRORS = (HarnessError, TaskError)

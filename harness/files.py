@@ -51,6 +51,27 @@ def check_directory_target(path: str | Path, what: str = "--output") -> Path:
     return path
 
 
+def read_json_object(path: str | Path, error: type[HarnessError] = HarnessError) -> dict:
+    """The JSON object in `path`; anything else (unreadable, not JSON, `[]`, `null`) is `error` naming the file."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"cannot read {path}: {e}") from None
+    if not isinstance(value, dict):
+        raise error(f"{path} must hold a JSON object, not {json_kind(value)}")
+    return value
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, in words: 'an array', 'null'..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    kinds = {list: "an array", str: "a string", int: "a number", float: "a number", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 def write_json(path: str | Path, obj) -> bool:
     """`obj` as indented UTF-8 JSON, atomically."""
     return write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
@@ -76,8 +97,11 @@ def write_changed(files: dict[Path, bytes | str]) -> list[Path]:
 def write_all_or_none(files: dict[Path, bytes | str]) -> None:
     """Write several files that belong together: every one goes to a temporary file first, so a
     failure while writing (disk full, a directory in the way) leaves every target as it was; only
-    then is each renamed into place, which does not fail short of the file system itself failing."""
+    then is each renamed into place, which does not fail short of the file system itself failing.
+    Directories made for them are removed again after a failure."""
     temps: list[tuple[Path, Path]] = []
+    made: list[Path] = []
+    written = False
     try:
         for path, data in files.items():
             path = Path(path)
@@ -85,15 +109,40 @@ def write_all_or_none(files: dict[Path, bytes | str]) -> None:
                 path = path.resolve()
             if path.is_dir():
                 raise HarnessError(f"cannot write {path}: it is a directory")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_directories(path.parent, made)
             temps.append((_temporary(path, data.encode("utf-8") if isinstance(data, str) else data), path))
         for tmp, path in temps:
             os.replace(tmp, path)
+        written = True
     except OSError as e:
         raise HarnessError(f"cannot write {e.filename or 'an output file'}: {e.strerror or e}") from None
     finally:
         for tmp, _ in temps:
             tmp.unlink(missing_ok=True)  # gone already where the rename happened
+        if not written:
+            _remove_empty(made)
+
+
+def _make_directories(path: Path, made: list[Path]) -> None:
+    """`path` and its missing parents, each appended to `made` (outermost first) as it is created."""
+    missing = []
+    while not path.exists() and not path.is_symlink():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:  # made meanwhile by another process: not ours to remove
+            continue
+        made.append(directory)
+
+
+def _remove_empty(made: list[Path]) -> None:
+    for directory in reversed(made):
+        try:
+            directory.rmdir()
+        except OSError:  # not empty: something else was written there meanwhile
+            pass
 
 
 def _temporary(path: Path, data: bytes) -> Path:

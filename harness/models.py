@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import ModelError, first_line
+from harness.files import read_json_object
 from harness.quantized import MARKER, QMAP, is_quanto_checkpoint, load_quanto, quiet_bnb_notices
 from harness.records import ModelInfo
 
@@ -54,13 +55,48 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().absolute())
 
 
-def resolve_device(device: str) -> str:
-    import torch  # here, not at the top: building the CLI parser must not pay for torch
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
-    if device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
+
+def check_device(device: str) -> str:
+    """`device` if the harness can run on it here (auto, cpu, cuda, cuda:N); else one line naming --device."""
+    if not _DEVICE.fullmatch(device):
+        import torch
+
+        accepted = "auto, cpu, cuda or cuda:N" if torch.cuda.is_available() else "auto or cpu (CUDA is not available on this machine)"
+        raise ModelError(f"--device {device}: not a device the harness runs on; use {accepted}")
+    if device.startswith("cuda"):
+        import torch  # here, not at the top: building the CLI parser must not pay for torch
+
+        if not torch.cuda.is_available():
             raise ModelError(f"--device {device}: CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        if ":" in device and int(device.split(":")[1]) >= count:
+            raise ModelError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return device
+
+
+# accelerate's placement strategies; a device name (cpu, cuda:N) puts the whole model there.
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_device_map(device_map: str | None) -> str | None:
+    """`device_map` if accelerate can place a model by it here; else one line naming --device-map."""
+    if device_map is None or device_map in DEVICE_MAPS:
+        return device_map
+    if not _DEVICE.fullmatch(device_map):
+        raise ModelError(f"--device-map {device_map}: use {', '.join(DEVICE_MAPS)}, or a device (cpu, cuda:N)")
+    try:
+        return check_device(device_map)
+    except ModelError as e:
+        raise ModelError(str(e).replace("--device ", "--device-map ", 1)) from None
+
+
+def resolve_device(device: str) -> str:
+    if check_device(device) != "auto":
         return device
+    import torch
+
     if torch.cuda.is_available():
         return "cuda"
     return "cpu"
@@ -85,7 +121,40 @@ class _Source:
     local: bool
 
 
+# JSON files transformers, peft and the harness read from a model, adapter or tokenizer directory.
+MODEL_JSON_FILES = (
+    "config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json",
+    "preprocessor_config.json", "adapter_config.json", MARKER, QMAP,
+)
+
+
 def resolve_source(spec: ModelSpec, cache_dir: Path) -> _Source:
+    """Where `spec`'s weights, adapter and tokenizer are; local files the loaders would trip on are refused here."""
+    src = _resolve(spec, cache_dir)
+    if src.local and src.gguf_file and not (Path(src.path) / src.gguf_file).is_file():
+        there = sorted(f.name for f in Path(src.path).glob("*.gguf"))
+        found = f"its .gguf files: {', '.join(there)}" if there else "it holds no .gguf file"
+        raise ModelError(f"--gguf-file {src.gguf_file}: no such file in {src.path} ({found})")
+    for place in (src.path if src.local else None, src.adapter, src.tokenizer):
+        if place and Path(place).expanduser().is_dir():
+            check_json_files(Path(place).expanduser())
+    if spec.tokenizer and not Path(spec.tokenizer).expanduser().exists() and _looks_like_a_path(spec.tokenizer):
+        raise ModelError(f"--tokenizer {spec.tokenizer}: no such directory")
+    return src
+
+
+def check_json_files(directory: Path) -> None:
+    """Each JSON file a loader reads from `directory` holds an object (not `[]`, not `null`)."""
+    for name in MODEL_JSON_FILES:
+        if (directory / name).is_file():
+            _read_json(directory / name)
+
+
+def _looks_like_a_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or not _HUB_ID.match(name)
+
+
+def _resolve(spec: ModelSpec, cache_dir: Path) -> _Source:
     name = spec.model
     if name in NAMED_MODELS:
         path = str(NAMED_MODELS[name](cache_dir))
@@ -105,10 +174,10 @@ def resolve_source(spec: ModelSpec, cache_dir: Path) -> _Source:
             if not base:
                 raise ModelError(f"{adapter_cfg} names no base_model_name_or_path; pass --model BASE --adapter {name}")
             tok = spec.tokenizer or (str(p) if (p / "tokenizer_config.json").is_file() else base)
-            base_src = resolve_source(ModelSpec(base, revision=spec.revision), cache_dir)
+            base_src = _resolve(ModelSpec(base, revision=spec.revision), cache_dir)
             return _Source(base_src.path, base_src.gguf_file, str(p), tok, base_src.local)
         raise ModelError(f"{name} is not a model directory (no config.json)")
-    if name.startswith((".", "/", "~")) or name.endswith(".gguf") or not _HUB_ID.match(name):
+    if _looks_like_a_path(name) or name.endswith(".gguf"):
         raise ModelError(f"no such model directory or file: {name}")
     return _Source(name, spec.gguf_file, spec.adapter, spec.tokenizer or name, False)
 
@@ -285,7 +354,7 @@ def quantization_info(model, src: _Source) -> dict | None:
         return _read_json(marker)
     qmap = Path(src.path) / QMAP
     if qmap.is_file():
-        kinds = {str(q.get("weights")) for q in _read_json(qmap).values()}
+        kinds = {str(q.get("weights")) for q in _read_json(qmap).values() if isinstance(q, dict)}
         return {"method": "quanto", "bits": 4 if "qint4" in kinds else 8 if "qint8" in kinds else None}
     qc = getattr(model.config, "quantization_config", None)
     if qc is None:
@@ -296,10 +365,7 @@ def quantization_info(model, src: _Source) -> dict | None:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"cannot read {path}: {e}") from None
+    return read_json_object(path, ModelError)
 
 
 def _reason(e: Exception) -> str:

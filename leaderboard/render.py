@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 from harness.records import Run
@@ -154,8 +155,22 @@ def render_csv(board: Board, base: Path) -> str:
         for key in subjects:
             score = run.subjects.get(key) if run else None
             line[f"accuracy_{key}"] = _pct(100 * score.accuracy if score else None)
-        writer.writerow(line)
+        writer.writerow({field: csv_safe(value) for field, value in line.items()})
     return out.getvalue()
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_safe(value) -> str:
+    """A CSV cell a spreadsheet shows as text, never runs: a leading `'` before a formula start;
+    real numbers (-1.5) stay numbers."""
+    text = str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def _pct(x: float | None) -> str:

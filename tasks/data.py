@@ -77,8 +77,9 @@ def _normalized(q: Question, mode: str) -> Question:
     )
 
 
-def parse_csv(raw: bytes, name: str, subject: Subject) -> tuple[Question, ...]:
-    """Parse one split file of `subject`'s benchmark; `name` is how errors refer to the file."""
+def parse_csv(raw: bytes, name: str, subject: Subject, split: str | None = None) -> tuple[Question, ...]:
+    """Parse one split file of `subject`'s benchmark; `name` is how errors refer to the file, `split`
+    which of its empty option cells `subject` declares."""
     bench = subject.benchmark
     try:
         text = raw.decode("utf-8-sig")
@@ -94,7 +95,9 @@ def parse_csv(raw: bytes, name: str, subject: Subject) -> tuple[Question, ...]:
         col = {c: i for i, c in enumerate(header)}
         questions = []
         for index, row in enumerate(reader):
-            questions.append(_question(row, index, reader.line_num, header, col, bench, name, subject))
+            q = _question(row, index, reader.line_num, header, col, bench, name, subject)
+            _check_options(q, f"{name} record {index} (line {reader.line_num})", subject, split)
+            questions.append(q)
     except csv.Error as e:
         raise TaskError(f"{name} line {reader.line_num}: malformed CSV ({e})") from None
     return tuple(questions)
@@ -126,6 +129,14 @@ def _question(row, index, line, header, col, bench, name, subject) -> Question:
         options=tuple(row[col[letter]] for letter in LETTERS),
         answer=answer,
     )
+
+
+def _check_options(q: Question, where: str, subject: Subject, split: str | None) -> None:
+    for letter, option in zip(LETTERS, q.options):
+        if not option.strip() and (split, q.id, letter) not in subject.empty_options:
+            raise TaskError(
+                f"{where}: empty option in column {letter}; fill it, or declare it in tasks/subjects.yaml (empty_options)"
+            )
 
 
 def _check_count(questions, subject: Subject, split: str, name: str) -> None:
@@ -180,7 +191,7 @@ def load_local(data_dir: str | Path, subjects, normalize: str = "none") -> list[
             if not path.is_file():
                 raise TaskError(f"missing data file: {path}")
             raw = path.read_bytes()
-            questions = parse_csv(raw, str(path), subject)
+            questions = parse_csv(raw, str(path), subject, split)
             _check_count(questions, subject, split, str(path))
             sources[split] = _source(questions, subject, split, str(path), raw, file=rel)
             splits[split] = tuple(_normalized(q, normalize) for q in questions)
@@ -216,7 +227,7 @@ def read_archive_member(archive: str | Path, subject: Subject, split: str) -> tu
         raise TaskError(f"{archive}: not a zip archive ({e})") from None
 
 
-def rows_to_questions(rows, subject: Subject, name: str) -> tuple[Question, ...]:
+def rows_to_questions(rows, subject: Subject, name: str, split: str | None = None) -> tuple[Question, ...]:
     """Questions from records with the benchmark's column names (a parquet split, say)."""
     bench = subject.benchmark
     out = []
@@ -231,6 +242,7 @@ def rows_to_questions(rows, subject: Subject, name: str) -> tuple[Question, ...]
         if answer not in LETTERS:
             raise TaskError(f"{where}: answer {answer!r} is not one of A, B, C, D")
         out.append(Question(subject.key, index, question, options, answer))
+        _check_options(out[-1], where, subject, split)
     return tuple(out)
 
 
@@ -252,12 +264,12 @@ def load_hub(subjects, normalize: str = "none", repos: dict[str, str] | None = N
                 archive = _fetch_hub_file(repo, hub["file"], hub["revision"])
                 raw, member = read_archive_member(archive, subject, split)
                 name = f"{repo}@{hub['revision'][:7]}:{hub['file']}/{member}"
-                questions = parse_csv(raw, name, subject)
+                questions = parse_csv(raw, name, subject, split)
                 where["file"] = f"{hub['file']}/{member}"
             else:
                 name = f"{repo}@{hub['revision'][:7]}:{subject.key}/{split}"
                 rows = _load_parquet_split(repo, hub["config"].format(key=subject.key), split, hub["revision"])
-                questions = rows_to_questions(rows, subject, name)
+                questions = rows_to_questions(rows, subject, name, split)
                 raw = None
             _check_count(questions, subject, split, name)
             sources[split] = _source(questions, subject, split, name, raw, **where)

@@ -40,6 +40,8 @@ class Subject:
     count: int
     sha256: dict[str, str]  # split -> sha256 of the published file's bytes
     content_sha256: dict[str, str]  # split -> digest of its parsed cells (`tasks.data.content_digest`)
+    # (split, record, letter) of option cells the published files leave empty; any other is an error.
+    empty_options: frozenset[tuple[str, int, str]] = frozenset()
 
     def local_file(self, split: str) -> str:
         """The file's path relative to a data directory in the benchmark's own layout."""
@@ -83,9 +85,15 @@ def all_subjects() -> tuple[Subject, ...]:
             count=int(s["count"]),
             sha256=dict(s["sha256"]),
             content_sha256=dict(s["content_sha256"]),
+            empty_options=_empty_options(s.get("empty_options") or {}),
         )
         for s in _spec()["subjects"]
     )
+
+
+def _empty_options(declared: dict) -> frozenset[tuple[str, int, str]]:
+    """`{split: {record: "CD"}}` as (split, record, letter) triples."""
+    return frozenset((split, int(record), letter) for split, rows in declared.items() for record, letters in rows.items() for letter in letters)
 
 
 GROUP = _spec()["group"]

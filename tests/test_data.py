@@ -157,6 +157,39 @@ def test_wrong_count_is_an_error(data_copy):
         _load(data_copy, "computer_science")
 
 
+def _blank_option(path, record: int, letter: str) -> None:
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    rows[record + 1][rows[0].index(letter)] = ""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows(rows)
+    path.write_text(buf.getvalue(), encoding="utf-8", newline="")
+
+
+def test_no_published_file_has_an_empty_option_cell(subject_data):
+    assert not any(s.empty_options for s in all_subjects())
+    assert all(o.strip() for d in subject_data.values() for q in d.questions + d.shots for o in q.options)
+
+
+def test_an_empty_option_cell_is_an_error_naming_file_record_and_column(data_copy):
+    _blank_option(data_copy / "ceval/val/computer_network_val.csv", 3, "C")
+    with pytest.raises(TaskError, match=r"computer_network_val.csv record 3 \(line \d+\): empty option in column C"):
+        _load(data_copy, "computer_network")
+
+
+def test_an_empty_option_cell_the_subject_declares_is_kept(data_copy):
+    from dataclasses import replace
+
+    from tasks.data import parse_csv
+
+    path = data_copy / "cmmlu/dev/computer_science.csv"
+    _blank_option(path, 1, "D")
+    subject = replace(select_subjects(["computer_science"])[0], empty_options=frozenset({("dev", 1, "D")}))
+    assert parse_csv(path.read_bytes(), str(path), subject, "dev")[1].options[3] == ""
+    with pytest.raises(TaskError, match="record 1 .*empty option in column D"):
+        parse_csv(path.read_bytes(), str(path), subject, "test")  # declared for the dev split only
+
+
 def test_a_copy_with_another_hash_is_a_warning_not_an_error(data_copy, caplog):
     path = data_copy / "ceval/dev/computer_network_dev.csv"
     path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))  # same rows, other bytes

@@ -286,6 +286,30 @@ def test_csv_has_one_line_per_number_with_its_source(runs, capsys):
     assert beta5["protocol"] == "devops" and beta5["run"].endswith("runs/beta/shots-5")
 
 
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised_and_numbers_stay_numbers():
+    from leaderboard.render import csv_safe
+
+    for formula in ('=HYPERLINK("http:x","y")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(1)", "\tx", "\rx"):
+        assert csv_safe(formula) == "'" + formula
+    for number in ("-1.5", "+2", "-0.25e3", "56.00", "5", 3, ""):
+        assert csv_safe(number) == str(number)
+    assert csv_safe("alpha=1") == "alpha=1"  # only the first character makes a formula
+
+
+def test_a_model_named_like_a_formula_is_text_in_the_csv(tiny_model, data_dir, tmp_path, capsys):
+    name = '=HYPERLINK("http:x","y")'
+    (tmp_path / name).symlink_to(tiny_model)
+    _eval(tmp_path / name, tmp_path / "runs" / "formula", data_dir, "--shots", "0", "--limit", "1")
+    capsys.readouterr()
+    assert _leaderboard(tmp_path / "runs" / "formula", "--format", "csv") == 0
+    out = capsys.readouterr().out
+    lines = list(csv.DictReader(io.StringIO(out)))
+    measured = next(r for r in lines if r["source"] == "measured")
+    assert measured["label"] == "'" + name
+    assert not any(cell.startswith(("=", "@")) for r in lines for cell in r.values())
+    assert float(measured["accuracy"]) >= 0  # numbers are written as numbers
+
+
 def test_json_states_protocol_interval_and_run_of_every_number(runs, tmp_path):
     out = tmp_path / "board.json"
     assert _leaderboard(runs / "alpha", runs / "beta", "--format", "json", "--output", out) == 0

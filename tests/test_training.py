@@ -233,6 +233,18 @@ def test_unrecognized_argument_is_one_line(capsys, base_argv):
     assert "unrecognized arguments: --lora_rnak 4" in line
 
 
+def test_a_model_config_that_is_not_a_json_object_is_one_line(capsys, base_argv, tiny_model, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "config.json").write_text("null")
+    argv = [*base_argv, "--stage", "sft", "--dataset", "devops_qa", "--template", "chatml"]
+    argv[argv.index(str(tiny_model))] = str(broken)
+    assert f"{broken / 'config.json'} must hold a JSON object, not null" in _one_line_error(capsys, argv)
+    assert not (tmp_path / "out").exists()
+
+
 def test_evaluation_without_held_out_data_is_one_line(capsys, base_argv):
     line = _one_line_error(capsys, [*base_argv, "--stage", "pt", "--dataset", "devops_corpus", "--evaluation_strategy", "steps"])
     assert "--eval_strategy steps needs held-out examples: pass --val_size" in line

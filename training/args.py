@@ -11,7 +11,7 @@ from typing import Literal
 
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
-from harness.errors import first_line
+from harness.errors import first_line, one_line
 from training.errors import TrainingError
 
 
@@ -99,7 +99,7 @@ LEGACY_FLAGS = {"--evaluation_strategy": "--eval_strategy", "--no_cuda": "--use_
 
 class _OneLineParser(HfArgumentParser):
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def build_parser() -> HfArgumentParser:

@@ -212,7 +212,11 @@ def discard_on_failure(output: Path, remove_dir: bool, enabled: bool):
 def load_tokenizer(args: TrainArgs):
     from transformers import AutoTokenizer
 
+    from harness.models import check_json_files
+
     m = args.model
+    if Path(m.model_name_or_path).expanduser().is_dir():  # `[]` or `null` there would end in a traceback
+        check_json_files(Path(m.model_name_or_path).expanduser())
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             m.model_name_or_path, revision=m.model_revision, trust_remote_code=m.trust_remote_code, cache_dir=m.cache_dir

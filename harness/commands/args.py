@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from harness.errors import one_line
+
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 CACHE_ENV = "HARNESS_CACHE"
 
@@ -14,7 +16,21 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr and exit code 2."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def given(text: str) -> str:
+    """argparse `type` of a path or name flag: an empty value is a mistake, never the default nor the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def subject_list(text: str) -> str:
+    """argparse `type` of --subjects: it must name at least one subject (left out, it means all six)."""
+    if not any(key.strip() for key in text.split(",")):
+        raise argparse.ArgumentTypeError(f"{text!r} names no subject; give comma-separated keys, or leave the flag out for all six")
+    return text
 
 
 def cache_dir() -> Path:
@@ -25,11 +41,11 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> No
     from harness.models import DTYPES
 
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=required, help="Hub id, local checkpoint, .gguf file, LoRA output dir, or gemma-3-270m")
-    g.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
-    g.add_argument("--adapter", help="a PEFT (LoRA) adapter directory to put on top of --model")
-    g.add_argument("--gguf-file", help="GGUF file name inside --model (a directory or Hub repo)")
-    g.add_argument("--tokenizer", help="tokenizer to use instead of the model's own")
+    g.add_argument("--model", required=required, type=given, help="Hub id, local checkpoint, .gguf file, LoRA output dir, or gemma-3-270m")
+    g.add_argument("--revision", type=given, help="Hub revision (branch, tag or commit) of --model")
+    g.add_argument("--adapter", type=given, help="a PEFT (LoRA) adapter directory to put on top of --model")
+    g.add_argument("--gguf-file", type=given, help="GGUF file name inside --model (a directory or Hub repo)")
+    g.add_argument("--tokenizer", type=given, help="tokenizer to use instead of the model's own")
     g.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype; auto keeps the checkpoint's (default)")
     g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     g.add_argument("--device-map", help="'auto' splits one large model over the GPUs (accelerate's big-model inference)")
@@ -37,8 +53,11 @@ def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> No
 
 
 def model_spec(args):
-    from harness.models import ModelSpec
+    """The model flags as a `harness.models.ModelSpec`; an unusable --device is refused here, before anything loads."""
+    from harness.models import ModelSpec, check_device, check_device_map
 
+    check_device(args.device)
+    check_device_map(getattr(args, "device_map", None))
     return ModelSpec(
         model=args.model,
         revision=args.revision,
@@ -56,7 +75,8 @@ def add_data_dir_argument(g, help: str | None = None) -> None:
     """`--data-dir`, defaulting to $HARNESS_DATA_DIR: the one place the variable is read."""
     g.add_argument(
         "--data-dir",
-        default=os.environ.get(DATA_DIR_ENV),
+        type=given,
+        default=os.environ.get(DATA_DIR_ENV) or None,  # set but empty: as unset (the Hub)
         help=help or f"local copy in the benchmarks' own layouts (cmmlu/..., ceval/...); default ${DATA_DIR_ENV}, else the Hub",
     )
 
@@ -66,7 +86,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("data")
     add_data_dir_argument(g)
-    g.add_argument("--subjects", help="comma-separated subject keys (default: all six, the 'devops' group)")
+    g.add_argument("--subjects", type=subject_list, help="comma-separated subject keys (default: all six, the 'devops' group)")
     g.add_argument("--normalize", default="none", choices=NORMALIZATIONS, help="text normalization (default none: as published)")
 
 
@@ -117,9 +137,9 @@ def add_gate_arguments(p) -> None:
     g.add_argument("--min-score", type=float, metavar="POINTS", help="fail a candidate whose micro accuracy (%%) is below this")
     g.add_argument("--min-reference", metavar="NAME",
                    help="fail a candidate below this model card row at the same shots, e.g. Qwen-7B-Base")
-    g.add_argument("--report", metavar="FILE", help="write the Markdown summary to FILE too")
-    g.add_argument("--junit", metavar="FILE", help="write JUnit XML: a test case per subject, overall and each floor")
-    g.add_argument("--json", metavar="FILE",
+    g.add_argument("--report", type=given, metavar="FILE", help="write the Markdown summary to FILE too")
+    g.add_argument("--junit", type=given, metavar="FILE", help="write JUnit XML: a test case per subject, overall and each floor")
+    g.add_argument("--json", type=given, metavar="FILE",
                    help="write the JSON verdict here (default: beside --junit, else --report, as NAME.json)")
 
 

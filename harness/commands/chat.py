@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from harness.commands.args import add_model_arguments, cache_dir, model_spec
 from harness.conversation import TEMPLATES
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Terminated, one_line
 
 if TYPE_CHECKING:  # harness.chat loads torch; the parser must not
     from harness.chat import Conversation, Reply
@@ -59,9 +59,9 @@ def register(sub) -> None:
 def run(args) -> int:
     try:
         return _chat(args)
-    except KeyboardInterrupt:  # while loading, or in --prompt mode; nothing to resume
+    except KeyboardInterrupt as e:  # while loading, or in --prompt mode; nothing to resume
         print("harness chat: interrupted", file=sys.stderr)
-        return 130
+        return e.exit_code if isinstance(e, Terminated) else 130
 
 
 def _chat(args) -> int:
@@ -127,12 +127,14 @@ def session(
             if show_prompt:
                 write_prompt(err, conversation.render(query).text)
             reply = conversation.ask(query, stream=None if jsonl else out)
+        except Terminated:
+            raise  # SIGTERM ends the session; only Ctrl-C stops just the answer
         except KeyboardInterrupt:
             out.write("\n")
             err.write("(answer stopped; it is not kept in the history)\n")
             continue
         except HarnessError as e:  # e.g. a conversation longer than the context: the session goes on
-            err.write(f"harness chat: error: {e}\n")
+            err.write(f"harness chat: error: {one_line(e)}\n")
             continue
         out.write(format_reply(reply, len(conversation.history)) if jsonl else "\n")
         out.flush()
@@ -167,6 +169,8 @@ def _terminal_lines(stdout_is_terminal: bool) -> Iterator[str]:
         except EOFError:  # Ctrl-D
             sys.stderr.write("\n")
             return
+        except Terminated:
+            raise
         except KeyboardInterrupt:  # Ctrl-C at the prompt drops the line, as a shell does
             sys.stderr.write(f"\n(use {EXIT} or Ctrl-D to leave)\n")
 

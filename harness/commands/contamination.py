@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.commands.args import add_data_dir_argument, subject_keys
+from harness.commands.args import add_data_dir_argument, given, subject_keys, subject_list
 from harness.errors import HarnessError
 from tasks.contamination import DEFAULT_NGRAM, DEFAULT_THRESHOLD
 
@@ -27,18 +27,18 @@ def register(sub) -> None:
         "found; 2: bad input.",
     )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--dataset", metavar="NAME[,NAME]", help="dataset(s) named in DATASET_DIR/dataset_info.json, as harness train takes them")
-    what.add_argument("--files", nargs="+", metavar="PATH", help="txt (a record per line), json, jsonl or csv files, or directories of them")
-    p.add_argument("--dataset_dir", metavar="DIR", help="folder holding dataset_info.json (default: data, as harness train)")
+    what.add_argument("--dataset", type=given, metavar="NAME[,NAME]", help="dataset(s) named in DATASET_DIR/dataset_info.json, as harness train takes them")
+    what.add_argument("--files", nargs="+", type=given, metavar="PATH", help="txt (a record per line), json, jsonl or csv files, or directories of them")
+    p.add_argument("--dataset_dir", type=given, metavar="DIR", help="folder holding dataset_info.json (default: data, as harness train)")
     p.add_argument("--ngram", type=int, default=DEFAULT_NGRAM,
                    help=f"n-gram length in tokens: an ideograph, or a Latin word or number (default {DEFAULT_NGRAM})")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"share of a question's stem a record must hold, with half the question or a long stem (default {DEFAULT_THRESHOLD:g})")
-    p.add_argument("--report", metavar="FILE", help="write the Markdown report to FILE too")
-    p.add_argument("--json", metavar="FILE", help="write the findings as JSON to FILE")
+    p.add_argument("--report", type=given, metavar="FILE", help="write the Markdown report to FILE too")
+    p.add_argument("--json", type=given, metavar="FILE", help="write the findings as JSON to FILE")
     g = p.add_argument_group("benchmark data")
     add_data_dir_argument(g)
-    g.add_argument("--subjects", help="comma-separated subject keys (default: all six)")
+    g.add_argument("--subjects", type=subject_list, help="comma-separated subject keys (default: all six)")
     p.set_defaults(func=run)
 
 

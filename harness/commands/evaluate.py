@@ -13,6 +13,7 @@ from harness.commands.args import (
     add_prompt_arguments,
     cache_dir,
     chat_mode,
+    given,
     model_spec,
     subject_keys,
 )
@@ -25,7 +26,7 @@ def register(sub) -> None:
     add_model_arguments(p)
     add_prompt_arguments(p, "few-shot examples, 0..5; repeat for several settings (default 5)")
     add_data_arguments(p)
-    p.add_argument("--output", help="run directory (with several --shots: one sub-run DIR/shots-K each)")
+    p.add_argument("--output", type=given, help="run directory (with several --shots: one sub-run DIR/shots-K each)")
     p.add_argument("--limit", type=int, help="score only the first N questions of each subject (a smoke test, not a score)")
     p.add_argument("--batch-size", type=int, default=8, help="questions per forward pass (default 8)")
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="cap on batch rows × padded length (default 16384)")
@@ -37,6 +38,7 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument(
         "--gate-baseline",
+        type=given,
         metavar="RUN_DIR",
         help="then gate the new run against this accepted run with the gate flags below, exiting 1 on a regression "
         "(with several --shots: a directory of shots-K sub-runs, each gating the same shots)",
@@ -63,6 +65,14 @@ def run(args) -> int:
         raise HarnessError("--limit must be at least 1")
     if args.batch_size < 1 or args.max_batch_tokens < 1:
         raise HarnessError("--batch-size and --max-batch-tokens must be at least 1")
+    if args.tensor_parallel_size < 1:
+        raise HarnessError("--tensor-parallel-size must be at least 1")
+    if args.tensor_parallel_size != 1 and args.backend != "vllm":
+        raise HarnessError(
+            f"--tensor-parallel-size {args.tensor_parallel_size} is for --backend vllm; "
+            "the hf backend splits a model over GPUs with --device-map auto"
+        )
+    spec = model_spec(args)
     gate = _gate(args, protocol, shots_list, chat)  # before scoring: a bad baseline should not cost an evaluation
     multi = len(shots_list) > 1
     for shots in shots_list:  # nor an output directory that cannot be made
@@ -84,7 +94,6 @@ def run(args) -> int:
     for shots, settings in runs.items():  # a run of other settings there is refused before the model loads
         check_run_dir(output_dir(args, shots, multi), run_settings(data, settings, data_info))
     workers = workers_from_env()
-    spec = model_spec(args)
     if workers.world_size > 1 and spec.device == "auto" and spec.device_map is None:
         spec = replace(spec, device=local_device())
     if args.backend == "vllm":

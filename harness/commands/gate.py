@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands.args import add_gate_arguments, gate_plan
+from harness.commands.args import add_gate_arguments, gate_plan, given
 
 
 def register(sub) -> None:
@@ -17,8 +17,8 @@ def register(sub) -> None:
         help="exit 1 when a candidate run is significantly worse than a baseline run",
         description="Compare two runs question by question. Exit 0: pass; 1: regression; 2: usage or runs that cannot be compared.",
     )
-    p.add_argument("--baseline", required=True, metavar="RUN_DIR", help="the accepted run (or a directory of shots-K runs)")
-    p.add_argument("--candidate", required=True, metavar="RUN_DIR", help="the run to judge (or a directory of shots-K runs)")
+    p.add_argument("--baseline", required=True, type=given, metavar="RUN_DIR", help="the accepted run (or a directory of shots-K runs)")
+    p.add_argument("--candidate", required=True, type=given, metavar="RUN_DIR", help="the run to judge (or a directory of shots-K runs)")
     add_gate_arguments(p)
     p.set_defaults(func=run)
 

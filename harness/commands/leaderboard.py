@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from harness.commands.args import given
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -13,21 +15,24 @@ def register(sub) -> None:
         "model card's Base and Chat tables, a per-subject table and a bar chart. Runs of different "
         "protocols, question sets or data are put in separate sections, never ranked together.",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="a run directory, a directory holding runs, or a glob")
+    p.add_argument("runs", nargs="+", type=given, metavar="RUN_DIR", help="a run directory, a directory holding runs, or a glob")
     p.add_argument(
         "--readme",
+        type=given,
         metavar="README",
         help="rewrite only the block between the lines <!-- leaderboard:start --> and <!-- leaderboard:end --> "
         "of this Markdown file (appended at its end if absent); the chart goes beside it as <stem>-leaderboard.png",
     )
     p.add_argument(
         "--output",
+        type=given,
         metavar="FILE",
         help="write the leaderboard to FILE instead of stdout (with --format md, the chart beside it as <stem>-leaderboard.png)",
     )
     p.add_argument("--format", choices=("md", "csv", "json"), default="md", help="for --output or stdout (default md); --readme is always Markdown")
     p.add_argument(
         "--highlight",
+        type=given,
         action="append",
         metavar="PATTERN",
         help="bold the rows whose model name, as shown, matches this regular expression (case-insensitive), "

@@ -11,6 +11,7 @@ from harness.commands.args import (
     add_prompt_arguments,
     cache_dir,
     chat_mode,
+    given,
     model_spec,
     subject_keys,
 )
@@ -32,7 +33,7 @@ def register(sub) -> None:
     add_model_arguments(p)
     q = p.add_argument_group("quantization")
     q.add_argument("--method", required=True, metavar="METHOD", help=f"one of {', '.join(METHODS)}")
-    q.add_argument("--output", required=True, metavar="DIR", help="the quantized checkpoint (a new or empty directory)")
+    q.add_argument("--output", required=True, type=given, metavar="DIR", help="the quantized checkpoint (a new or empty directory)")
     q.add_argument("--bits", type=int, help="weight bits (gptq: 4 or 8, default 4; the others have one each)")
     q.add_argument("--group-size", type=int, help="gptq: weights per quantization group (default 128; -1: one per row)")
     q.add_argument(
@@ -44,7 +45,7 @@ def register(sub) -> None:
     )
     e = p.add_argument_group("evaluation")
     e.add_argument("--eval", action="store_true", help="then score the original and the quantized model and compare them")
-    e.add_argument("--eval-output", metavar="DIR",
+    e.add_argument("--eval-output", type=given, metavar="DIR",
                    help="where the two runs and comparison.md/.json go (default runs/quantize-<output name>)")
     e.add_argument("--limit", type=int, help="score only the first N questions of each subject (a smoke test)")
     e.add_argument("--batch-size", type=int, default=8, help="questions per forward pass (default 8)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.commands.args import given
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -13,8 +15,8 @@ def register(sub) -> None:
         description="Without --output the Markdown goes to stdout and no plot is drawn; with --output FILE "
         "the calibration plot is written beside it as <stem>-calibration.png.",
     )
-    p.add_argument("run", metavar="RUN_DIR", help="a run directory (holding results.json)")
-    p.add_argument("--output", metavar="FILE", help="write the Markdown here (and the plot beside it) instead of stdout")
+    p.add_argument("run", type=given, metavar="RUN_DIR", help="a run directory (holding results.json)")
+    p.add_argument("--output", type=given, metavar="FILE", help="write the Markdown here (and the plot beside it) instead of stdout")
     p.set_defaults(func=run_report)
 
     c = sub.add_parser(
@@ -24,9 +26,9 @@ def register(sub) -> None:
         "differ. Without --output the Markdown goes to stdout; with --output FILE the per-subject chart is "
         "written beside it as <stem>-subjects.png.",
     )
-    c.add_argument("run_a", metavar="RUN_A", help="the baseline run directory")
-    c.add_argument("run_b", metavar="RUN_B", help="the run compared with it")
-    c.add_argument("--output", metavar="FILE", help="write the Markdown here (and the chart beside it) instead of stdout")
+    c.add_argument("run_a", type=given, metavar="RUN_A", help="the baseline run directory")
+    c.add_argument("run_b", type=given, metavar="RUN_B", help="the run compared with it")
+    c.add_argument("--output", type=given, metavar="FILE", help="write the Markdown here (and the chart beside it) instead of stdout")
     c.set_defaults(func=run_compare)
 
 

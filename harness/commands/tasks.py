@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands.args import DATA_DIR_ENV, add_data_dir_argument
+from harness.commands.args import DATA_DIR_ENV, add_data_dir_argument, given
 from harness.errors import HarnessError
 
 
@@ -14,7 +14,7 @@ def register(sub) -> None:
     t = tsub.add_parser("list", help="list subjects and protocols")
     t.set_defaults(func=list_tasks)
     t = tsub.add_parser("export-lm-eval", help="write lm-evaluation-harness task YAMLs for the six subjects and the devops group")
-    t.add_argument("dir", help="folder for the YAMLs (then: lm_eval --include_path DIR --tasks devops)")
+    t.add_argument("dir", type=given, help="folder for the YAMLs (then: lm_eval --include_path DIR --tasks devops)")
     add_data_dir_argument(t, help=f"local data the tasks read (default ${DATA_DIR_ENV})")  # no Hub: the YAMLs point at files
     t.set_defaults(func=export_lm_eval)
 

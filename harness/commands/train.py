@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 
-from harness.commands.args import DATA_DIR_ENV, OneLineParser, cache_dir
+from harness.commands.args import DATA_DIR_ENV, OneLineParser, cache_dir, given
 
 
 def register(sub) -> None:
@@ -98,7 +98,7 @@ def merge(argv: list[str]) -> int:
     )
     p.add_argument("--adapter", required=True, help="the LoRA output directory (adapter_config.json)")
     p.add_argument("--model", help="the base model (default: the adapter's base_model_name_or_path)")
-    p.add_argument("--output", required=True, help="directory for the merged checkpoint (must not exist or be empty)")
+    p.add_argument("--output", required=True, type=given, help="directory for the merged checkpoint (must not exist or be empty)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype; auto keeps the base's (default)")
     p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own Python code")
     a = p.parse_args(argv)

@@ -23,6 +23,7 @@ import torch
 
 from harness import __version__
 from harness.errors import ModelError, first_line
+from harness.files import read_json_object
 from harness.models import NAMED_MODELS, ModelSpec, hub_kwargs, load_model, load_tokenizer, resolve_device, resolve_source
 from harness.quantize.calibration import Calibration
 from harness.quantize.methods import METHODS, QuantizeError, QuantizeRequest, library_versions, require_packages
@@ -277,9 +278,4 @@ def _write_marker(directory: Path, marker: dict) -> None:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise QuantizeError(f"cannot read {path}: {e}") from None
+    return read_json_object(path, QuantizeError) if path.is_file() else {}
