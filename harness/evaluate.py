@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from harness import __version__
 from harness.errors import RunError
-from harness.files import write_json
+from harness.files import json_kind, write_json
 from harness.models import LoadedModel
 from harness.prompts import PromptFormat, subject_prompts
 from harness.records import (
@@ -114,13 +114,14 @@ def check_run_dir(out_dir: Path, settings: RunSettings, model: ModelInfo | None 
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RunError(f"{settings_file} is corrupt ({e}); choose another --output") from None
         if not isinstance(old, dict):
-            raise RunError(f"{settings_file} is not the settings of a run of this harness (a JSON object); choose another --output")
+            raise RunError(f"{settings_file} is corrupt (it holds {json_kind(old)}, not a JSON object); choose another --output")
         diff = settings.resume_difference(old, model)
         if diff:
             why = " (the model's files changed since that run)" if diff.field == "model.weights" else ""
+            more = f"; {diff.count} settings differ" if diff.count > 1 else ""
             raise RunError(
-                f"{out_dir} holds a run with other settings ({diff.field}: {_brief(diff.ours)} there, {_brief(diff.theirs)} now){why}; "
-                "choose another --output"
+                f"{out_dir} holds a run with other settings ({diff.field}: {_brief(diff.ours)} there, {_brief(diff.theirs)} now"
+                f"{more}){why}; choose another --output"
             )
         return True
     if out_dir.exists() and any(p.name != LOCK for p in out_dir.iterdir()):

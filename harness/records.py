@@ -347,6 +347,7 @@ class Difference:
     field: str
     ours: Any
     theirs: Any
+    count: int = 1  # how many fields differ in all (resume's check counts them; the first is named)
 
     @property
     def is_data(self) -> bool:
@@ -469,15 +470,21 @@ def _digests(content) -> dict[str, str | None]:
     return {f"{subject}/{split}": digest for subject, splits in content for split, digest in splits}
 
 
-def _first_difference(old, new, path="") -> Difference | None:
-    """The first leaf of `new` whose value `old` does not share (keys of `new` only, sorted)."""
+def _first_difference(old, new) -> Difference | None:
+    """The first leaf of `new` whose value `old` does not share (top level: the keys of `new` only;
+    keys sorted, each split's data last, so a subject set that differs is named before its digests),
+    with how many leaves differ in all."""
+    diffs = list(_differences(old, new, ""))
+    return replace(diffs[0], count=len(diffs)) if diffs else None
+
+
+def _differences(old, new, path: str):
     if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(new) if not path else sorted(set(old) | set(new)):
-            diff = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
-            if diff:
-                return diff
-        return None
-    return None if old == new else Difference(path, old, new)
+        keys = sorted(new) if not path else sorted(set(old) | set(new))
+        for key in sorted(keys, key=lambda k: (path == "task" and k == "data", k)):
+            yield from _differences(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    elif old != new:
+        yield Difference(path, old, new)
 
 
 def show_setting(value: Any) -> str:

@@ -386,7 +386,6 @@ def test_one_line_escapes_what_would_break_the_line():
     assert one_line("计算机 网络: 'x'") == "计算机 网络: 'x'"
 
 
-@pytest.mark.xfail(reason="issue 16: the message is built in harness/evaluate.check_run_dir (wp of items 1-2)")
 def test_a_settings_file_that_is_not_an_object(tiny_model, data_dir, tmp_path, capsys):
     assert _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--shots", "0") == 0
     capsys.readouterr()
@@ -396,7 +395,6 @@ def test_a_settings_file_that_is_not_an_object(tiny_model, data_dir, tmp_path, c
     assert len(line) < 200
 
 
-@pytest.mark.xfail(reason="issue 16: the message is built in harness/evaluate.check_run_dir (wp of items 1-2)")
 def test_a_run_of_other_subjects_is_refused_in_a_short_line(tiny_model, data_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert _eval(tiny_model, data_dir, out, "--limit", "1", "--shots", "0", "--subjects", "computer_science") == 0
