@@ -23,7 +23,7 @@ import transformers
 from tqdm import tqdm
 
 from harness import __version__
-from harness.errors import RunError
+from harness.errors import HarnessError, RunError
 from harness.files import json_kind, write_json
 from harness.models import LoadedModel
 from harness.prompts import PromptFormat, subject_prompts
@@ -142,12 +142,12 @@ def _brief(value, width: int = 80) -> str:
 @dataclass
 class _RunDir:
     """A run directory this process writes: what it created (to remove again on an early failure)
-    and the lock it holds."""
+    and the lock it holds (an flock on the directory itself; `.lock` beside it names the holder)."""
 
     path: Path
     created: list[Path]  # the directories made, innermost first
     started: bool  # settings.json written by this process
-    lock: int | None = None  # fd of the flock'ed lock file
+    lock: int | None = None  # fd of the flock'ed directory
 
     def __enter__(self) -> _RunDir:
         return self
@@ -157,7 +157,8 @@ class _RunDir:
 
     def release(self) -> None:
         if self.lock is not None:
-            (self.path / LOCK).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the note first, then the lock: a next holder writes its own
+                (self.path / LOCK).unlink(missing_ok=True)
             os.close(self.lock)
             self.lock = None
 
@@ -195,34 +196,40 @@ def _open_run_dir(out_dir: Path, settings: RunSettings, model: ModelInfo, lock: 
             write_json(out_dir / SETTINGS, settings.settings_json(model.resume_identity()))
             run_dir.started = True
     except BaseException:
-        if run_dir.lock is not None or not lock:
+        # Only what this process made and nobody else wrote into: another may have started it meanwhile.
+        if run_dir.started or ((run_dir.lock is not None or not lock) and all(p.name == LOCK for p in out_dir.iterdir())):
             run_dir.discard()
+        else:
+            run_dir.release()
         raise
     return run_dir
 
 
 def _lock(out_dir: Path) -> int | None:
-    """An exclusive lock on `out_dir/.lock` (holding this process's pid), or a RunError naming its holder."""
+    """An exclusive flock on the run directory, or a RunError naming its holder (the pid it left in
+    `.lock`). Locking the directory itself needs no file, so a read-only finished run re-verifies."""
     try:
         import fcntl
     except ImportError:  # not on this platform: no lock, as before
         return None
-    path = out_dir / LOCK
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(out_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as e:
-        raise RunError(f"cannot create {path}: {e.strerror or e}") from None
+        raise RunError(f"cannot open {out_dir}: {e.strerror or e}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
         os.close(fd)
+        try:
+            holder = f"pid {(out_dir / LOCK).read_text(encoding='ascii').strip()}"
+        except (OSError, UnicodeDecodeError):
+            holder = "another process"
         raise RunError(
-            f"{out_dir} is being written by another harness eval right now (pid {holder}); wait for it to finish "
+            f"{out_dir} is being written by another harness eval right now ({holder}); wait for it to finish "
             "(running this command again then reuses its answers) or choose another --output"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    with contextlib.suppress(OSError):  # who holds it, for whoever is refused; not needed for the lock
+        (out_dir / LOCK).write_text(str(os.getpid()), encoding="ascii")
     return fd
 
 
@@ -240,6 +247,15 @@ class Workers:
     def barrier(self) -> None:
         if self.world_size > 1:
             torch.distributed.barrier()
+
+    def agree(self, message: str | None) -> str | None:
+        """The main worker's `message` on every worker (a barrier too): a refusal only the main
+        worker can see (the run directory) stops them all, instead of leaving them at a barrier."""
+        if self.world_size == 1:
+            return message
+        shared = [message]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        return shared[0]
 
 
 def assign(batches: list[Batch], cost, workers: Workers) -> list[Batch]:
@@ -276,14 +292,23 @@ def evaluate(
     prepare_seconds = time.perf_counter() - t0
     run = run_settings(data, settings, data_info)
     out_dir = Path(out_dir)
-    run_dir = _open_run_dir(out_dir, run, loaded.info) if workers.is_main else None
+    run_dir, refused = None, None
+    if workers.is_main:
+        try:
+            run_dir = _open_run_dir(out_dir, run, loaded.info)
+        except HarnessError as e:
+            refused = e
+    shared = workers.agree(str(refused) if refused else None)
+    if refused:
+        raise refused
+    if shared:
+        raise RunError(shared)  # the main worker's refusal, on this worker too
     with run_dir or contextlib.nullcontext():  # the lock is released however this ends
         done: dict = {}
         keys = [[(key, q.id) for q in qs] for key, qs in zip(prepared.subject_keys, prepared.questions)]
         wanted = [k for group in keys for k in group]
         answers = {k: q.answer for group, qs in zip(keys, prepared.questions) for k, q in zip(group, qs)}
         try:
-            workers.barrier()
             if not workers.is_main:
                 _open_run_dir(out_dir, run, loaded.info, lock=False)
             if (out_dir / RESULTS).is_file():  # finished: verified, never rewritten

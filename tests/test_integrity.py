@@ -129,12 +129,14 @@ def test_a_record_without_digests_written_before_they_were_still_reads(copy):
 def test_a_second_writer_of_one_run_directory_is_refused_naming_the_holder(tiny_model, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    with open(out / ".lock", "w") as held:
-        held.write("4242")
-        held.flush()
+    (out / ".lock").write_text("4242")
+    held = os.open(out, os.O_RDONLY)
+    try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert _eval(tiny_model, out, data_dir) == 2
         _one_line(capsys, "is being written by another harness eval right now (pid 4242)")
+    finally:
+        os.close(held)
     assert _eval(tiny_model, out, data_dir) == 0  # once it is free, the run goes on
     assert sorted(p.name for p in out.iterdir()) == ["results.json", "samples.jsonl", "settings.json"]
 
@@ -156,6 +158,23 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_the_run_resumes(tiny_model, d
     monkeypatch.setattr(harness.records.os, "fsync", fsync)
     assert _eval(tiny_model, out, data_dir, "--batch-size", "2") == 0
     assert load_run(out).micro.n == 12
+
+
+def test_a_merge_interrupted_before_it_tidied_up_resumes(copy, tiny_model, data_dir, capsys):
+    (copy / "results.json").unlink()
+    shutil.copy(copy / "samples.jsonl", copy / "samples.rank1.jsonl")  # merged, rank file not yet removed
+    assert _eval(tiny_model, copy, data_dir) == 0
+    assert sorted(p.name for p in copy.iterdir()) == ["results.json", "samples.jsonl", "settings.json"]
+    lines = (copy / "samples.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    gold = first["gold"]
+    other = next(letter for letter in LETTERS if letter != gold)
+    logits = [0.0] * 4
+    logits[LETTERS.index(other)] = 9.0
+    (copy / "results.json").unlink()
+    (copy / "samples.rank1.jsonl").write_text(json.dumps({**first, "pred": other, "logits": logits, "correct": False}) + "\n")
+    assert _eval(tiny_model, copy, data_dir) == 2  # the same question answered otherwise: refused
+    _one_line(capsys, "was scored already, otherwise, in samples.jsonl")
 
 
 def test_an_interrupt_before_the_first_answer_removes_every_directory_it_made(tiny_model, data_dir, tmp_path, capsys, monkeypatch):

@@ -92,12 +92,14 @@ def test_the_contamination_flag_does_not_depend_on_the_directory_a_reader_runs_i
     trained.mkdir()
     (trained / "harness_train.json").write_text(json.dumps({"contamination": {"contaminated": True, "questions": 1}}))
     monkeypatch.chdir(tmp_path)
-    # A relative path is what an older record may hold: what it names depends on the reader's directory.
-    assert ModelInfo(name="out", path="out").short_name() == "out"
     from harness.lineage import contamination_flag
 
-    assert contamination_flag(ModelInfo(name="out", path="out")) is None
+    # The name as typed is a label: not looked up, whatever the directory holds.
+    assert contamination_flag(ModelInfo(name="out", path=str(tmp_path / "elsewhere"))) is None
     assert contamination_flag(ModelInfo(name="out", path=str(trained))).startswith("trained on data holding 1")
+    # A relative path is what an older harness recorded: taken from here, as it took it, and said so.
+    old = contamination_flag(ModelInfo(name="out", path="out"))
+    assert old.startswith("trained on data holding 1") and "by a relative path" in old
     monkeypatch.chdir(Path(os.sep))
     assert contamination_flag(ModelInfo(name="out", path=str(trained))).startswith("trained on data holding 1")
 
@@ -109,3 +111,32 @@ def test_the_floors_point_one_way():
     assert linter, "import-linter is part of the [dev] extra"
     done = subprocess.run([linter, "--no-cache"], cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_a_run_an_older_harness_recorded_with_a_relative_adapter_still_resumes(run_dir, tmp_path, monkeypatch):
+    run = load_run(run_dir)
+    recorded = json.loads((run_dir / "settings.json").read_text(encoding="utf-8"))
+    monkeypatch.chdir(tmp_path)
+    recorded["model"]["adapter"] = "lora"  # as the older harness wrote `--adapter lora`
+    assert run.settings.resume_difference(recorded, replace(run.model, adapter=str(tmp_path / "lora"))) is None
+    assert run.settings.resume_difference(recorded, replace(run.model, adapter=str(tmp_path / "other"))).field == "model.adapter"
+
+
+@pytest.mark.parametrize("edit", [
+    lambda r: r["protocol"].update(continuations=5),
+    lambda r: r["protocol"].update(chat=["chatml"]),
+    lambda r: r["task"].update(limit="3"),
+    lambda r: r["task"]["data"]["computer_network"].update(val=None),
+])
+def test_a_malformed_field_of_a_sealed_record_is_one_line_not_a_traceback(run_dir, tmp_path, edit, capsys):
+    from harness.records import seal_run
+
+    copy = shutil.copytree(run_dir, tmp_path / "copy")
+    results = json.loads((copy / "results.json").read_text(encoding="utf-8"))
+    edit(results)
+    (copy / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    with pytest.raises(RunError, match="lacks a field the reports need"):
+        seal_run(copy)
+    for command in (["report", str(copy)], ["leaderboard", str(copy)]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.count("\n") == 1

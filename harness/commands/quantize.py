@@ -65,11 +65,10 @@ def run(args) -> int:
     )
     request = checked_request(job)
     check_eval_flags(args)
-    done = quantize(job, request, cache_dir())
+    # With --eval, stdout carries the comparison: the checkpoint's line goes to stderr, at once.
+    done = quantize(job, request, cache_dir(), made=lambda line: print(line, file=sys.stderr if args.eval else sys.stdout))
     if done.compared is None:
-        print(done.line)
         return 0
-    print(done.line, file=sys.stderr)  # stdout carries the comparison
     sys.stdout.write(done.compared.markdown)
     print(f"harness quantize: comparison written to {done.compared.root / 'comparison.md'} and comparison.json", file=sys.stderr)
     return 0

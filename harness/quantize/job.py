@@ -4,6 +4,7 @@ checkpoint, and with an evaluation request score it beside the original."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,10 @@ def checked_request(job: QuantizeJob) -> QuantizeRequest:
     return request
 
 
-def quantize(job: QuantizeJob, request: QuantizeRequest, cache_dir: Path) -> Quantized:
+def quantize(job: QuantizeJob, request: QuantizeRequest, cache_dir: Path, made: Callable[[str], None] = lambda line: None) -> Quantized:
     """Refuse what would fail late (an output in the way, a missing library, a model that does not
-    fit the request, calibration text holding a question) before minutes of work; then quantize."""
+    fit the request, calibration text holding a question) before minutes of work; then quantize.
+    `made` hears the checkpoint's line as soon as it exists, before any evaluation."""
     _precheck_output(job.output)
     require_packages(request.method)
     check_request(job.spec, request, cache_dir)  # the model fits the request, before any data is read
@@ -53,6 +55,7 @@ def quantize(job: QuantizeJob, request: QuantizeRequest, cache_dir: Path) -> Qua
     checkpoint = make_checkpoint(job.spec, request, job.output, cache_dir, calibration)
     gc.collect()
     line = describe_checkpoint(checkpoint)
+    made(line)
     compared = evaluate_both(job.evaluation, job.spec, checkpoint, cache_dir) if job.evaluation else None
     return Quantized(line, compared)
 
