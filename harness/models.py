@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import families
 from harness.errors import ModelError, first_line
 from harness.quantized import MARKER, QMAP, is_quanto_checkpoint, load_quanto, quiet_bnb_notices
 from harness.records import ModelInfo
@@ -83,6 +84,7 @@ class _Source:
     adapter: str | None
     tokenizer: str
     local: bool
+    source_format: str | None = None  # an original remote-code format loaded natively (harness.families)
 
 
 def resolve_source(spec: ModelSpec, cache_dir: Path) -> _Source:
@@ -97,7 +99,8 @@ def resolve_source(spec: ModelSpec, cache_dir: Path) -> _Source:
         return _Source(str(p.parent), p.name, spec.adapter, spec.tokenizer or str(p.parent), True)
     if p.is_dir():
         if (p / "config.json").is_file() or spec.gguf_file:
-            return _Source(str(p), spec.gguf_file, spec.adapter, spec.tokenizer or str(p), True)
+            fmt = None if spec.gguf_file else families.source_format(p)
+            return _Source(str(p), spec.gguf_file, spec.adapter, spec.tokenizer or str(p), True, fmt)
         adapter_cfg = p / "adapter_config.json"
         if adapter_cfg.is_file() and not spec.adapter:
             # A LoRA output directory given as the model: load its base and put it on top.
@@ -106,7 +109,7 @@ def resolve_source(spec: ModelSpec, cache_dir: Path) -> _Source:
                 raise ModelError(f"{adapter_cfg} names no base_model_name_or_path; pass --model BASE --adapter {name}")
             tok = spec.tokenizer or (str(p) if (p / "tokenizer_config.json").is_file() else base)
             base_src = resolve_source(ModelSpec(base, revision=spec.revision), cache_dir)
-            return _Source(base_src.path, base_src.gguf_file, str(p), tok, base_src.local)
+            return _Source(base_src.path, base_src.gguf_file, str(p), tok, base_src.local, base_src.source_format)
         raise ModelError(f"{name} is not a model directory (no config.json)")
     if name.startswith((".", "/", "~")) or name.endswith(".gguf") or not _HUB_ID.match(name):
         raise ModelError(f"no such model directory or file: {name}")
@@ -123,7 +126,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         raise ModelError(f"--revision {spec.revision} is for Hub models; {src.path} is a local model")
     dtype = _dtype_arg(spec.dtype)
     device = resolve_device(spec.device)
-    tokenizer = _load_tokenizer(spec, src)
+    tokenizer = _load_tokenizer(spec, src, cache_dir)
     common = hub_kwargs(spec, src)
     placement = {"device_map": spec.device_map} if spec.device_map else {}
     quant_method = _quant_method(src)
@@ -139,7 +142,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
                 model = load_quanto(src.path, spec.dtype)
             else:
                 model = AutoModelForCausalLM.from_pretrained(
-                    src.path, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
+                    _native_checkpoint(src, cache_dir) if src.source_format else src.path, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
                 )
     except ModelError:
         raise
@@ -167,6 +170,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         weights=weights_fingerprint(src),
         trust_remote_code=spec.trust_remote_code,
         device=device if not spec.device_map else f"device_map={spec.device_map}",
+        extra={"source_format": src.source_format, "converter": families.converter(src.source_format)} if src.source_format else {},
     )
     return LoadedModel(model, tokenizer, info, time.perf_counter() - start)
 
@@ -222,7 +226,7 @@ def count_parameters(model) -> int:
 
 def load_tokenizer(spec: ModelSpec, cache_dir: Path):
     """The tokenizer `load_model` would use, without loading weights."""
-    return _load_tokenizer(spec, resolve_source(spec, cache_dir))
+    return _load_tokenizer(spec, resolve_source(spec, cache_dir), cache_dir)
 
 
 def hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
@@ -233,14 +237,23 @@ def hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
     return kwargs
 
 
-def _load_tokenizer(spec: ModelSpec, src: _Source):
+def _native_checkpoint(src: _Source, cache_dir: Path) -> str:
+    """The converted copy of a checkpoint in an original format, made once per weights fingerprint."""
+    return str(families.convert(Path(src.path), src.source_format, cache_dir / "models", weights_fingerprint(src)))
+
+
+def _load_tokenizer(spec: ModelSpec, src: _Source, cache_dir: Path):
     from transformers import AutoTokenizer
 
     kwargs = hub_kwargs(spec, src)
     if src.tokenizer == src.path and src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
+    path = src.tokenizer
+    fmt = families.source_format(Path(path).expanduser()) if Path(path).expanduser().is_dir() else None
     try:
-        return AutoTokenizer.from_pretrained(src.tokenizer, **kwargs)
+        if fmt:
+            path = str(families.convert_tokenizer(Path(path).expanduser(), fmt, cache_dir / "models"))
+        return AutoTokenizer.from_pretrained(path, **kwargs)
     except Exception as e:
         raise ModelError(f"cannot load the tokenizer of {src.tokenizer}: {_reason(e)}") from None
 

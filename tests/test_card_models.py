@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,131 @@ def test_the_tokenizers_chat_template_is_model_chat_with_qwens_default_system(to
     ]
     expected = EXPECTED["make_context"]["devops/0-shot/plain/You are a helpful assistant."]
     assert _digest(tokenizer(texts, add_special_tokens=False)["input_ids"]) == expected["sha256"]
+
+
+# --- native model loading ---------------------------------------------------------------------
+
+
+def _write_qwen1_checkpoint(out: Path, *, shards: int = 1) -> Path:
+    """The tiny checkpoint as the original save_pretrained leaves it: config.json, weights, tokenizer
+    files (and the remote code files, which the native path never runs)."""
+    import torch
+
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(EXPECTED["saved_config"], indent=2), encoding="utf-8")
+    for name in ("qwen.tiktoken", "tokenizer_config.json", "generation_config.json", "modeling_qwen.py",
+                 "configuration_qwen.py", "tokenization_qwen.py", "qwen_generation_utils.py"):
+        shutil.copy(QWEN1_FILES / name, out / name)
+    weights = _tiny_qwen1_module().weights(EXPECTED["saved_config"])
+    if shards == 1:
+        torch.save(weights, out / "pytorch_model.bin")  # what transformers 4.33's save_pretrained writes
+        return out
+    from safetensors.torch import save_file
+
+    names = list(weights)
+    weight_map = {}
+    for i in range(shards):
+        file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: weights[n] for n in names[i::shards]}
+        save_file(part, out / file, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(part, file)
+    index = {"metadata": {"total_size": sum(t.numel() * 4 for t in weights.values())}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def qwen1_dir(tmp_path_factory, vocab_file) -> Path:
+    return _write_qwen1_checkpoint(tmp_path_factory.mktemp("qwen1") / "tiny-qwen1")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("harness-cache")  # conversions of tmp checkpoints: not kept in the shared cache
+
+
+@pytest.fixture(scope="module")
+def loaded(qwen1_dir, cache):
+    from harness.models import ModelSpec, load_model
+
+    return load_model(ModelSpec(model=str(qwen1_dir), device="cpu"), cache)
+
+
+def test_the_drawn_weights_are_the_ones_the_fixtures_were_made_with():
+    weights = _tiny_qwen1_module().weights(EXPECTED["saved_config"])
+    sums = {k: float(v.double().sum()) for k, v in sorted(weights.items())}
+    assert sums == pytest.approx(EXPECTED["weight_sums"], rel=0, abs=1e-9)
+
+
+def test_a_qwen1_checkpoint_loads_as_qwen2_without_remote_code(loaded, qwen1_dir):
+    assert type(loaded.model).__name__ == "Qwen2ForCausalLM"
+    assert loaded.info.architecture == "Qwen2ForCausalLM" and loaded.info.dtype == "float32"
+    assert loaded.info.trust_remote_code is False
+    assert loaded.info.path == str(qwen1_dir)
+    assert loaded.info.extra == {"source_format": "qwen", "converter": qwen1.CONVERTER}
+    assert loaded.info.to_json()["source_format"] == "qwen"
+    assert loaded.tokenizer("答案：A")["input_ids"] == [102349, 5122, 32]
+
+
+def _fixture_prompts(subject_data):
+    for ref in EXPECTED["logits"]:
+        fmt = PromptFormat(get_protocol(ref["protocol"]), ref["shots"], ref["chat"])
+        prompts = dict((q.id, p) for q, p in subject_prompts(subject_data[ref["subject"]], fmt, limit=2))
+        yield ref, prompts[ref["id"]]
+
+
+def _last_logits(model, tokenizer, prompt):
+    import torch
+
+    ids = tokenizer(prompt)["input_ids"]
+    with torch.no_grad():
+        return ids, model(torch.tensor([ids])).logits[0, -1].float()
+
+
+def test_native_qwen1_logits_equal_the_originals_on_every_subject_0_and_5_shot(loaded, subject_data):
+    assert len(EXPECTED["logits"]) == 6 * 2 * 2 * 2  # subjects x shots x plain/chat x two questions
+    worst = 0.0
+    for ref, prompt in _fixture_prompts(subject_data):
+        ids, logits = _last_logits(loaded.model, loaded.tokenizer, prompt)
+        assert _digest([ids]) == ref["input_sha256"]
+        letters = logits[ref["letter_ids"]].tolist()
+        top = [float(logits[i]) for i in ref["top_ids"]]
+        worst = max(worst, *(abs(a - b) for a, b in zip(letters + top, ref["letter_logits"] + ref["top_logits"])))
+        assert max(range(4), key=letters.__getitem__) == max(range(4), key=ref["letter_logits"].__getitem__)
+        assert int(logits.argmax()) == ref["top_ids"][0]
+    assert worst < 1e-4, f"largest logit difference {worst:.2e}"
+
+
+def test_sharded_safetensors_convert_to_the_same_model(tmp_path, loaded, cache, subject_data):
+    from harness.models import ModelSpec, load_model
+
+    sharded = load_model(ModelSpec(model=str(_write_qwen1_checkpoint(tmp_path / "sharded", shards=3)), device="cpu"), cache)
+    ref, prompt = next(_fixture_prompts(subject_data))
+    import torch
+
+    assert torch.equal(_last_logits(sharded.model, sharded.tokenizer, prompt)[1], _last_logits(loaded.model, loaded.tokenizer, prompt)[1])
+
+
+def test_the_conversion_is_made_once_per_weights_fingerprint(loaded, qwen1_dir, cache):
+    converted = [p for p in (cache / "models").iterdir() if p.name.startswith("qwen-") and "tokenizer" not in p.name]
+    assert [p.name for p in converted if loaded.info.weights in p.name] == [f"qwen-{loaded.info.weights}-v1"]
+    assert json.loads((converted[0] / "SOURCE.json").read_text())["converter"] == qwen1.CONVERTER
+
+
+def test_harness_eval_scores_a_qwen1_checkpoint_end_to_end(qwen1_dir, cache, data_dir, tmp_path, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(qwen1_dir), "--data-dir", str(data_dir), "--output", str(out), "--no-progress",
+                 "--shots", "0", "--shots", "5", "--limit", "2"]) == 0
+    for shots in (0, 5):
+        results = json.loads((out / f"shots-{shots}" / "results.json").read_text())
+        assert results["overall"]["n"] == 12
+        assert results["model"]["source_format"] == "qwen" and results["model"]["trust_remote_code"] is False
+        lines = [json.loads(line) for line in (out / f"shots-{shots}" / "samples.jsonl").read_text().splitlines()]
+        scored = {(line["subject"], line["id"]): line["logits"] for line in lines}
+        refs = [r for r in EXPECTED["logits"] if r["shots"] == shots and r["chat"] is None]
+        assert len(refs) == 12  # batched, with the shared prefix cached: still the original's numbers
+        for ref in refs:
+            assert scored[(ref["subject"], ref["id"])] == pytest.approx(ref["letter_logits"], abs=1e-4)
