@@ -120,6 +120,49 @@ def test_the_tokenizers_chat_template_is_model_chat_with_qwens_default_system(to
     assert _digest(tokenizer(texts, add_special_tokens=False)["input_ids"]) == expected["sha256"]
 
 
+def _conversations(prompts: list[str]) -> list[tuple[list[tuple[str, str]], str]]:
+    # make_fixtures.conversations: two answered turns, then a question
+    return [([(prompts[i], "A"), (prompts[i + 1], "答案是 B。")], prompts[i + 2]) for i in range(20)]
+
+
+def test_chat_with_the_chatml_template_lays_out_turns_as_model_chat_does(tokenizer, all_prompts):
+    from harness.conversation import get_template
+
+    _, prompts = all_prompts["devops/0-shot/plain"]
+    expected = EXPECTED["make_context_history"]
+    chatml = get_template("chatml")
+    assert chatml.system == expected["system"]
+    texts = [chatml.render(query, history, eos_token=tokenizer.eos_token) for history, query in _conversations(prompts)]
+    assert _digest(tokenizer(texts)["input_ids"]) == expected["sha256"]
+
+
+def test_the_tokenizers_chat_template_lays_out_turns_as_model_chat_does(tokenizer, all_prompts):
+    _, prompts = all_prompts["devops/0-shot/plain"]
+    texts = []
+    for history, query in _conversations(prompts):
+        messages = [m for q, a in history for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        messages.append({"role": "user", "content": query})
+        texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    assert _digest(tokenizer(texts, add_special_tokens=False)["input_ids"]) == EXPECTED["make_context_history"]["sha256"]
+
+
+def test_the_real_qwen_7b_config_maps_to_qwen2_in_bf16():
+    config = qwen1.qwen2_config(json.loads((QWEN1_FILES / "reference" / "Qwen-7B.config.json").read_text()))
+    assert (config.hidden_size, config.intermediate_size, config.num_hidden_layers) == (4096, 11008, 32)
+    assert (config.num_attention_heads, config.num_key_value_heads, config.vocab_size) == (32, 32, 151936)
+    assert config.rope_parameters["rope_theta"] == 10000.0 and config.rms_norm_eps == 1e-6
+    assert config.max_position_embeddings == 8192 and config.tie_word_embeddings is False
+    assert str(config.dtype).removeprefix("torch.") == "bfloat16"  # no precision flag set: Qwen-1 runs in bf16
+
+
+def test_a_qwen1_config_the_native_layers_cannot_compute_is_refused():
+    from harness.errors import ModelError
+
+    config = dict(EXPECTED["saved_config"], no_bias=False)
+    with pytest.raises(ModelError, match="no_bias"):
+        qwen1.qwen2_config(config)
+
+
 # --- native model loading ---------------------------------------------------------------------
 
 

@@ -4,9 +4,9 @@ The mathematics is Qwen2's within the trained context: RMSNorm blocks, rotary at
 q/k/v and an unbiased output projection, a SiLU-gated MLP, an untied head. The fused `c_attn` is
 split into q, k, v (rows in that order); the MLP computes `c_proj(w1(x) * silu(w2(x)))`, so `w2`
 is Qwen2's gate and `w1` its up projection. Dynamic NTK and logn attention change nothing up to
-`seq_length` tokens (the scale factors are 1 there); past it the native model would differ, so
-`max_position_embeddings` is set to `seq_length` and longer prompts are refused by the scorer's
-context check.
+`seq_length` tokens (their factors are 1 there); past it the original rescales and Qwen2 does not,
+so the converted config's `max_position_embeddings` is `seq_length` (8192 for Qwen-7B, 2048 for
+Qwen-14B), the limit within which the two agree. The harness's prompts stay far below it.
 
 The tokenizer is `qwen.tiktoken` (byte-level BPE ranks) with Qwen-1's split pattern, NFC
 normalisation as `QWenTokenizer.tokenize` does, and the 208 special tokens from id 151643.
