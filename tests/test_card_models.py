@@ -1,9 +1,9 @@
-"""The model card's own checkpoints load natively: Qwen-1 (DevOps-Model, Qwen-7B/14B).
+"""The model card's own checkpoints load natively: Qwen-1 (DevOps-Model, Qwen-7B/14B) and InternLM-7B.
 
-Compared against tests/fixtures/card_models/qwen1.json, written by make_fixtures.py with the
-original remote code in its reference environment (transformers 4.33.3): the original
+Compared against tests/fixtures/card_models/{qwen1,internlm}.json, written by make_fixtures.py
+with the original remote code in its reference environment (transformers 4.33.3): the original
 tokenizer's ids on every prompt the harness builds, model.chat's contexts, and the original
-model's float32 logits on a tiny checkpoint that tiny_qwen1.py draws from a seed.
+model's float32 logits on a tiny checkpoint that tiny_<family>.py draws from a seed.
 """
 
 from __future__ import annotations
@@ -16,18 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from harness.families import qwen1
+from harness.families import internlm, qwen1
 from harness.prompts import CARD_EVAL_SYSTEM, PromptFormat, subject_prompts
 from tasks import get_protocol, protocols
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "card_models"
-QWEN1_FILES = ROOT.parent / "shared" / "models" / "qwen1"
+MODELS = ROOT.parent / "shared" / "models"
+QWEN1_FILES = MODELS / "qwen1"
+INTERNLM_FILES = MODELS / "internlm-7b"
 EXPECTED = json.loads((FIXTURES / "qwen1.json").read_text(encoding="utf-8"))
+INTERNLM_EXPECTED = json.loads((FIXTURES / "internlm.json").read_text(encoding="utf-8"))
 
 
-def _tiny_qwen1_module():
-    spec = importlib.util.spec_from_file_location("tiny_qwen1", FIXTURES / "tiny_qwen1.py")
+def _tiny_module(family: str = "qwen1"):
+    spec = importlib.util.spec_from_file_location(f"tiny_{family}", FIXTURES / f"tiny_{family}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -64,6 +67,14 @@ def tokenizer(vocab_file):
 
 
 @pytest.fixture(scope="module")
+def internlm_tokenizer():
+    path = INTERNLM_FILES / internlm.VOCAB_FILE
+    if not path.is_file():
+        pytest.fail(f"InternLM's {internlm.VOCAB_FILE} not found at {path}")
+    return internlm.fast_tokenizer(path)
+
+
+@pytest.fixture(scope="module")
 def all_prompts(subject_data):
     return {_key(fmt): (fmt, [p for d in subject_data.values() for _, p in subject_prompts(d, fmt)]) for fmt in _settings()}
 
@@ -88,10 +99,8 @@ def test_the_fixtures_cover_every_prompt_setting_the_harness_builds(all_prompts)
     assert {v["prompts"] for v in EXPECTED["tokenizer"].values()} == {574}
 
 
-@pytest.mark.parametrize("setting", sorted(EXPECTED["tokenizer"]))
-def test_qwen1_tokenizer_ids_equal_the_original_on_all_574_prompts(tokenizer, all_prompts, setting):
+def _assert_ids_equal(tokenizer, all_prompts, setting, expected):
     fmt, prompts = all_prompts[setting]
-    expected = EXPECTED["tokenizer"][setting]
     conts = fmt.protocol.continuations()
     contexts = [p.rstrip() if fmt.protocol.move_trailing_whitespace else p for p in prompts]
     joined = [c + p[len(c):] + cont for c, p in zip(contexts, prompts) for cont in conts]
@@ -100,6 +109,16 @@ def test_qwen1_tokenizer_ids_equal_the_original_on_all_574_prompts(tokenizer, al
     assert sum(map(len, ctx_ids)) == expected["tokens"]
     assert _digest(ctx_ids) == expected["contexts_sha256"]
     assert _digest(tokenizer(joined, add_special_tokens=fmt.add_special_tokens)["input_ids"]) == expected["joined_sha256"]
+
+
+@pytest.mark.parametrize("setting", sorted(EXPECTED["tokenizer"]))
+def test_qwen1_tokenizer_ids_equal_the_original_on_all_574_prompts(tokenizer, all_prompts, setting):
+    _assert_ids_equal(tokenizer, all_prompts, setting, EXPECTED["tokenizer"][setting])
+
+
+@pytest.mark.parametrize("setting", sorted(INTERNLM_EXPECTED["tokenizer"]))
+def test_internlm_tokenizer_ids_equal_the_original_on_all_574_prompts(internlm_tokenizer, all_prompts, setting):
+    _assert_ids_equal(internlm_tokenizer, all_prompts, setting, INTERNLM_EXPECTED["tokenizer"][setting])
 
 
 @pytest.mark.parametrize("protocol", ["devops", "cmmlu", "ceval"])
@@ -166,17 +185,18 @@ def test_a_qwen1_config_the_native_layers_cannot_compute_is_refused():
 # --- native model loading ---------------------------------------------------------------------
 
 
-def _write_qwen1_checkpoint(out: Path, *, shards: int = 1) -> Path:
+def _write_checkpoint(out: Path, family: str = "qwen1", *, shards: int = 1) -> Path:
     """The tiny checkpoint as the original save_pretrained leaves it: config.json, weights, tokenizer
     files (and the remote code files, which the native path never runs)."""
     import torch
 
+    expected, files = (EXPECTED, QWEN1_FILES) if family == "qwen1" else (INTERNLM_EXPECTED, INTERNLM_FILES)
     out.mkdir(parents=True)
-    (out / "config.json").write_text(json.dumps(EXPECTED["saved_config"], indent=2), encoding="utf-8")
-    for name in ("qwen.tiktoken", "tokenizer_config.json", "generation_config.json", "modeling_qwen.py",
-                 "configuration_qwen.py", "tokenization_qwen.py", "qwen_generation_utils.py"):
-        shutil.copy(QWEN1_FILES / name, out / name)
-    weights = _tiny_qwen1_module().weights(EXPECTED["saved_config"])
+    (out / "config.json").write_text(json.dumps(expected["saved_config"], indent=2), encoding="utf-8")
+    for name in expected["saved_files"]:
+        if (files / name).is_file() and name != "config.json":
+            shutil.copy(files / name, out / name)
+    weights = _tiny_module(family).weights(expected["saved_config"])
     if shards == 1:
         torch.save(weights, out / "pytorch_model.bin")  # what transformers 4.33's save_pretrained writes
         return out
@@ -196,7 +216,7 @@ def _write_qwen1_checkpoint(out: Path, *, shards: int = 1) -> Path:
 
 @pytest.fixture(scope="module")
 def qwen1_dir(tmp_path_factory, vocab_file) -> Path:
-    return _write_qwen1_checkpoint(tmp_path_factory.mktemp("qwen1") / "tiny-qwen1")
+    return _write_checkpoint(tmp_path_factory.mktemp("qwen1") / "tiny-qwen1")
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +232,7 @@ def loaded(qwen1_dir, cache):
 
 
 def test_the_drawn_weights_are_the_ones_the_fixtures_were_made_with():
-    weights = _tiny_qwen1_module().weights(EXPECTED["saved_config"])
+    weights = _tiny_module().weights(EXPECTED["saved_config"])
     sums = {k: float(v.double().sum()) for k, v in sorted(weights.items())}
     assert sums == pytest.approx(EXPECTED["weight_sums"], rel=0, abs=1e-9)
 
@@ -227,8 +247,8 @@ def test_a_qwen1_checkpoint_loads_as_qwen2_without_remote_code(loaded, qwen1_dir
     assert loaded.tokenizer("答案：A")["input_ids"] == [102349, 5122, 32]
 
 
-def _fixture_prompts(subject_data):
-    for ref in EXPECTED["logits"]:
+def _fixture_prompts(subject_data, expected=EXPECTED):
+    for ref in expected["logits"]:
         fmt = PromptFormat(get_protocol(ref["protocol"]), ref["shots"], ref["chat"])
         prompts = dict((q.id, p) for q, p in subject_prompts(subject_data[ref["subject"]], fmt, limit=2))
         yield ref, prompts[ref["id"]]
@@ -259,7 +279,7 @@ def test_native_qwen1_logits_equal_the_originals_on_every_subject_0_and_5_shot(l
 def test_sharded_safetensors_convert_to_the_same_model(tmp_path, loaded, cache, subject_data):
     from harness.models import ModelSpec, load_model
 
-    sharded = load_model(ModelSpec(model=str(_write_qwen1_checkpoint(tmp_path / "sharded", shards=3)), device="cpu"), cache)
+    sharded = load_model(ModelSpec(model=str(_write_checkpoint(tmp_path / "sharded", shards=3)), device="cpu"), cache)
     ref, prompt = next(_fixture_prompts(subject_data))
     import torch
 
@@ -288,4 +308,88 @@ def test_harness_eval_scores_a_qwen1_checkpoint_end_to_end(qwen1_dir, cache, dat
         refs = [r for r in EXPECTED["logits"] if r["shots"] == shots and r["chat"] is None]
         assert len(refs) == 12  # batched, with the shared prefix cached: still the original's numbers
         for ref in refs:
+            assert scored[(ref["subject"], ref["id"])] == pytest.approx(ref["letter_logits"], abs=1e-4)
+
+
+# --- InternLM-7B ------------------------------------------------------------------------------
+
+
+def test_internlm_tokenizer_adds_bos_as_the_original_does(internlm_tokenizer):
+    assert len(internlm_tokenizer) == 103168
+    assert (internlm_tokenizer.bos_token_id, internlm_tokenizer.eos_token_id, internlm_tokenizer.pad_token_id) == (1, 2, 2)
+    assert internlm_tokenizer("答案：A")["input_ids"] == [1, 68208, 98750, 290]  # PROVENANCE's measured ids
+    assert internlm_tokenizer("答案： A")["input_ids"] == [1, 68208, 98750, 493]
+    assert internlm_tokenizer.convert_tokens_to_ids(["<eoh>", "<eoa>"]) == [103027, 103028]
+
+
+@pytest.mark.parametrize("protocol", ["devops", "cmmlu", "ceval"])
+def test_internlm_chat_template_is_model_chat_build_inputs(internlm_tokenizer, all_prompts, protocol):
+    for shots in (0, 5):
+        _, prompts = all_prompts[f"{protocol}/{shots}-shot/plain"]
+        texts = [internlm_tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+                 for p in prompts]
+        ids = internlm_tokenizer(texts, add_special_tokens=False)["input_ids"]
+        assert _digest(ids) == INTERNLM_EXPECTED["make_context"][f"{protocol}/{shots}-shot/plain"]["sha256"]
+
+
+def test_internlm_chat_template_lays_out_turns_as_model_chat_does(internlm_tokenizer, all_prompts):
+    _, prompts = all_prompts["devops/0-shot/plain"]
+    texts = []
+    for history, query in _conversations(prompts):
+        messages = [m for q, a in history for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        texts.append(internlm_tokenizer.apply_chat_template(messages + [{"role": "user", "content": query}], tokenize=False,
+                                                            add_generation_prompt=True))
+    ids = internlm_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert _digest(ids) == INTERNLM_EXPECTED["make_context_history"]["sha256"]
+
+
+@pytest.fixture(scope="module")
+def internlm_loaded(tmp_path_factory, cache):
+    from harness.models import ModelSpec, load_model
+
+    path = _write_checkpoint(tmp_path_factory.mktemp("internlm") / "tiny-internlm", "internlm")
+    return load_model(ModelSpec(model=str(path), device="cpu"), cache)
+
+
+def test_the_drawn_internlm_weights_are_the_ones_the_fixtures_were_made_with():
+    weights = _tiny_module("internlm").weights(INTERNLM_EXPECTED["saved_config"])
+    sums = {k: float(v.double().sum()) for k, v in sorted(weights.items())}
+    assert sums == pytest.approx(INTERNLM_EXPECTED["weight_sums"], rel=0, abs=1e-9)
+
+
+def test_an_internlm_checkpoint_loads_as_llama_with_biased_attention(internlm_loaded):
+    assert type(internlm_loaded.model).__name__ == "LlamaForCausalLM"
+    assert internlm_loaded.model.config.attention_bias is True
+    assert internlm_loaded.info.extra == {"source_format": "internlm", "converter": internlm.CONVERTER}
+    assert internlm_loaded.info.dtype == "float32" and internlm_loaded.info.trust_remote_code is False
+
+
+def test_native_internlm_logits_equal_the_originals_on_every_subject_0_and_5_shot(internlm_loaded, subject_data):
+    assert len(INTERNLM_EXPECTED["logits"]) == 48
+    worst = 0.0
+    for ref, prompt in _fixture_prompts(subject_data, INTERNLM_EXPECTED):
+        ids, logits = _last_logits(internlm_loaded.model, internlm_loaded.tokenizer, prompt)
+        assert _digest([ids]) == ref["input_sha256"]
+        letters = logits[ref["letter_ids"]].tolist()
+        top = [float(logits[i]) for i in ref["top_ids"]]
+        worst = max(worst, *(abs(a - b) for a, b in zip(letters + top, ref["letter_logits"] + ref["top_logits"])))
+        assert max(range(4), key=letters.__getitem__) == max(range(4), key=ref["letter_logits"].__getitem__)
+        assert int(logits.argmax()) == ref["top_ids"][0]
+    assert worst < 1e-4, f"largest logit difference {worst:.2e}"
+
+
+def test_harness_eval_scores_an_internlm_checkpoint_end_to_end(tmp_path, cache, data_dir, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    path = _write_checkpoint(tmp_path / "tiny-internlm", "internlm", shards=2)
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(path), "--data-dir", str(data_dir), "--output", str(out), "--no-progress",
+                 "--shots", "0", "--shots", "5", "--limit", "2"]) == 0
+    for shots in (0, 5):
+        results = json.loads((out / f"shots-{shots}" / "results.json").read_text())
+        assert results["overall"]["n"] == 12 and results["model"]["source_format"] == "internlm"
+        lines = [json.loads(line) for line in (out / f"shots-{shots}" / "samples.jsonl").read_text().splitlines()]
+        scored = {(line["subject"], line["id"]): line["logits"] for line in lines}
+        for ref in (r for r in INTERNLM_EXPECTED["logits"] if r["shots"] == shots and r["chat"] is None):
             assert scored[(ref["subject"], ref["id"])] == pytest.approx(ref["letter_logits"], abs=1e-4)
