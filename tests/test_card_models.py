@@ -292,6 +292,24 @@ def test_the_conversion_is_made_once_per_weights_fingerprint(loaded, qwen1_dir, 
     assert json.loads((converted[0] / "SOURCE.json").read_text())["converter"] == qwen1.CONVERTER
 
 
+def test_a_qwen1_checkpoint_without_its_tiktoken_file_is_refused_in_one_line(tmp_path, cache):
+    from harness.errors import ModelError
+    from harness.models import ModelSpec, load_tokenizer
+
+    path = tmp_path / "no-vocab"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(EXPECTED["saved_config"]), encoding="utf-8")
+    with pytest.raises(ModelError, match="without its tokenizer file qwen.tiktoken"):
+        load_tokenizer(ModelSpec(model=str(path)), cache)
+
+
+def test_trust_remote_code_does_not_run_the_original_code_of_a_known_format(qwen1_dir, cache):
+    from harness.models import ModelSpec, load_model
+
+    loaded = load_model(ModelSpec(model=str(qwen1_dir), device="cpu", trust_remote_code=True), cache)
+    assert type(loaded.model).__name__ == "Qwen2ForCausalLM"
+
+
 def test_harness_eval_scores_a_qwen1_checkpoint_end_to_end(qwen1_dir, cache, data_dir, tmp_path, monkeypatch):
     from harness.cli import main
 

@@ -38,7 +38,7 @@ def converter(fmt: str) -> str:
 def convert_tokenizer(path: Path, fmt: str, cache_root: Path) -> Path:
     """A directory with the checkpoint's tokenizer as a transformers fast tokenizer."""
     family = FAMILIES[fmt]
-    target = cache_root / f"{fmt}-tokenizer-{family.tokenizer_key(Path(path))}"
+    target = cache_root / f"{fmt}-tokenizer-{family.tokenizer_key(Path(path))}-v{_version(family)}"
     return _once(target, lambda out: family.write_tokenizer(Path(path), out))
 
 
@@ -46,14 +46,17 @@ def convert(path: Path, fmt: str, cache_root: Path, fingerprint: str) -> Path:
     """A directory with the checkpoint converted to a transformers class, tokenizer included;
     made once per weights fingerprint and converter version."""
     family = FAMILIES[fmt]
-    version = family.CONVERTER.rsplit("/", 1)[-1]
-    target = cache_root / f"{fmt}-{fingerprint}-v{version}"
+    target = cache_root / f"{fmt}-{fingerprint}-v{_version(family)}"
 
     def build(out: Path) -> None:
         family.write_checkpoint(Path(path), out)
         family.write_tokenizer(Path(path), out)
 
     return _once(target, build)
+
+
+def _version(family) -> str:
+    return family.CONVERTER.rsplit("/", 1)[-1]
 
 
 def _once(target: Path, build) -> Path:

@@ -213,7 +213,10 @@ def read_shard(shard: Path) -> dict:
 
     if shard.suffix == ".safetensors":
         return load_file(shard)
-    return torch.load(shard, map_location="cpu", mmap=True, weights_only=True)
+    try:
+        return torch.load(shard, map_location="cpu", mmap=True, weights_only=True)
+    except RuntimeError:  # a file from before torch's zip format cannot be memory-mapped
+        return torch.load(shard, map_location="cpu", weights_only=True)
 
 
 def write_checkpoint(path: Path, out: Path) -> None:
