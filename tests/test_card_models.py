@@ -1,6 +1,6 @@
-"""The model card's own checkpoints load natively: Qwen-1 (DevOps-Model, Qwen-7B/14B) and InternLM-7B.
+"""The model card's own checkpoints load natively: Qwen-1 (DevOps-Model, Qwen-7B/14B), InternLM-7B, Baichuan2-7B.
 
-Compared against tests/fixtures/card_models/{qwen1,internlm}.json, written by make_fixtures.py
+Compared against tests/fixtures/card_models/{qwen1,internlm,baichuan2}.json, written by make_fixtures.py
 with the original remote code in its reference environment (transformers 4.33.3): the original
 tokenizer's ids on every prompt the harness builds, model.chat's contexts, and the original
 model's float32 logits on a tiny checkpoint that tiny_<family>.py draws from a seed.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.families import internlm, qwen1
+from harness.families import baichuan2, internlm, qwen1
 from harness.prompts import CARD_EVAL_SYSTEM, PromptFormat, subject_prompts
 from tasks import get_protocol, protocols
 
@@ -27,6 +27,9 @@ QWEN1_FILES = MODELS / "qwen1"
 INTERNLM_FILES = MODELS / "internlm-7b"
 EXPECTED = json.loads((FIXTURES / "qwen1.json").read_text(encoding="utf-8"))
 INTERNLM_EXPECTED = json.loads((FIXTURES / "internlm.json").read_text(encoding="utf-8"))
+BAICHUAN2_FILES = MODELS / "baichuan2-7b"
+BAICHUAN2_EXPECTED = json.loads((FIXTURES / "baichuan2.json").read_text(encoding="utf-8"))
+_FAMILY = {"qwen1": (EXPECTED, QWEN1_FILES), "internlm": (INTERNLM_EXPECTED, INTERNLM_FILES), "baichuan2": (BAICHUAN2_EXPECTED, BAICHUAN2_FILES)}
 
 
 def _tiny_module(family: str = "qwen1"):
@@ -190,7 +193,7 @@ def _write_checkpoint(out: Path, family: str = "qwen1", *, shards: int = 1) -> P
     files (and the remote code files, which the native path never runs)."""
     import torch
 
-    expected, files = (EXPECTED, QWEN1_FILES) if family == "qwen1" else (INTERNLM_EXPECTED, INTERNLM_FILES)
+    expected, files = _FAMILY[family]
     out.mkdir(parents=True)
     (out / "config.json").write_text(json.dumps(expected["saved_config"], indent=2), encoding="utf-8")
     for name in expected["saved_files"]:
@@ -411,3 +414,89 @@ def test_harness_eval_scores_an_internlm_checkpoint_end_to_end(tmp_path, cache, 
         scored = {(line["subject"], line["id"]): line["logits"] for line in lines}
         for ref in (r for r in INTERNLM_EXPECTED["logits"] if r["shots"] == shots and r["chat"] is None):
             assert scored[(ref["subject"], ref["id"])] == pytest.approx(ref["letter_logits"], abs=1e-4)
+
+
+# --- Baichuan2-7B -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def baichuan2_tokenizer():
+    path = BAICHUAN2_FILES / baichuan2.VOCAB_FILE
+    if not path.is_file():
+        pytest.fail(f"Baichuan2's {baichuan2.VOCAB_FILE} not found at {path}")
+    return baichuan2.fast_tokenizer(path)
+
+
+def test_baichuan2_tokenizer_adds_nothing_as_the_original_does(baichuan2_tokenizer):
+    assert len(baichuan2_tokenizer) == 125696
+    assert (baichuan2_tokenizer.eos_token_id, baichuan2_tokenizer.pad_token_id) == (2, 0)
+    assert baichuan2_tokenizer("答案：A")["input_ids"] == [4174, 70, 92343]  # PROVENANCE's measured ids
+    assert baichuan2_tokenizer("答案： A")["input_ids"] == [4174, 70, 1401]
+    assert baichuan2_tokenizer.convert_tokens_to_ids(["<reserved_106>", "<reserved_107>"]) == [195, 196]
+
+
+@pytest.mark.parametrize("setting", sorted(BAICHUAN2_EXPECTED["tokenizer"]))
+def test_baichuan2_tokenizer_ids_equal_the_original_on_all_574_prompts(baichuan2_tokenizer, all_prompts, setting):
+    _assert_ids_equal(baichuan2_tokenizer, all_prompts, setting, BAICHUAN2_EXPECTED["tokenizer"][setting])
+
+
+def _chat_ids(tokenizer, prompts_and_histories):
+    texts = []
+    for history, query in prompts_and_histories:
+        messages = [m for q, a in history for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        texts.append(tokenizer.apply_chat_template(messages + [{"role": "user", "content": query}], tokenize=False,
+                                                   add_generation_prompt=True))
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def test_baichuan2_chat_template_is_model_chat_build_chat_input(baichuan2_tokenizer, all_prompts):
+    for protocol in ("devops", "cmmlu", "ceval"):
+        for shots in (0, 5):
+            _, prompts = all_prompts[f"{protocol}/{shots}-shot/plain"]
+            ids = _chat_ids(baichuan2_tokenizer, [([], p) for p in prompts])
+            assert _digest(ids) == BAICHUAN2_EXPECTED["make_context"][f"{protocol}/{shots}-shot/plain"]["sha256"]
+    _, prompts = all_prompts["devops/0-shot/plain"]
+    assert _digest(_chat_ids(baichuan2_tokenizer, _conversations(prompts))) == BAICHUAN2_EXPECTED["make_context_history"]["sha256"]
+
+
+def test_the_drawn_baichuan2_weights_are_the_ones_the_fixtures_were_made_with():
+    weights = _tiny_module("baichuan2").weights(BAICHUAN2_EXPECTED["saved_config"])
+    sums = {k: float(v.double().sum()) for k, v in sorted(weights.items())}
+    assert sums == pytest.approx(BAICHUAN2_EXPECTED["weight_sums"], rel=0, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def baichuan2_loaded(tmp_path_factory, cache):
+    from harness.models import ModelSpec, load_model
+
+    path = _write_checkpoint(tmp_path_factory.mktemp("baichuan2") / "tiny-baichuan2", "baichuan2")
+    return load_model(ModelSpec(model=str(path), device="cpu"), cache)
+
+
+def test_native_baichuan2_logits_equal_the_originals_on_every_subject_0_and_5_shot(baichuan2_loaded, subject_data):
+    assert type(baichuan2_loaded.model).__name__ == "LlamaForCausalLM"
+    assert baichuan2_loaded.info.extra == {"source_format": "baichuan", "converter": baichuan2.CONVERTER}
+    assert len(BAICHUAN2_EXPECTED["logits"]) == 48
+    worst = 0.0
+    for ref, prompt in _fixture_prompts(subject_data, BAICHUAN2_EXPECTED):
+        ids, logits = _last_logits(baichuan2_loaded.model, baichuan2_loaded.tokenizer, prompt)
+        assert _digest([ids]) == ref["input_sha256"]
+        letters = logits[ref["letter_ids"]].tolist()
+        top = [float(logits[i]) for i in ref["top_ids"]]
+        worst = max(worst, *(abs(a - b) for a, b in zip(letters + top, ref["letter_logits"] + ref["top_logits"])))
+        assert max(range(4), key=letters.__getitem__) == max(range(4), key=ref["letter_logits"].__getitem__)
+        assert int(logits.argmax()) == ref["top_ids"][0]
+    assert worst < 1e-4, f"largest logit difference {worst:.2e}"
+
+
+def test_baichuan2_13b_alibi_weights_are_refused_in_one_line(tmp_path, cache):
+    from harness.errors import ModelError
+    from harness.models import ModelSpec, load_model
+
+    path = tmp_path / "alibi"
+    path.mkdir()
+    config = {k: v for k, v in BAICHUAN2_EXPECTED["saved_config"].items() if k != "max_position_embeddings"}
+    (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    shutil.copy(BAICHUAN2_FILES / "tokenizer.model", path / "tokenizer.model")
+    with pytest.raises(ModelError, match="ALiBi"):
+        load_model(ModelSpec(model=str(path), device="cpu"), cache)

@@ -13,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness.families import internlm, qwen1
+from harness.families import baichuan2, internlm, qwen1
 
-FAMILIES = {qwen1.FORMAT: qwen1, internlm.FORMAT: internlm}
+FAMILIES = {family.FORMAT: family for family in (qwen1, internlm, baichuan2)}
 
 
 def source_format(path: Path) -> str | None:
