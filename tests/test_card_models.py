@@ -500,3 +500,25 @@ def test_baichuan2_13b_alibi_weights_are_refused_in_one_line(tmp_path, cache):
     shutil.copy(BAICHUAN2_FILES / "tokenizer.model", path / "tokenizer.model")
     with pytest.raises(ModelError, match="ALiBi"):
         load_model(ModelSpec(model=str(path), device="cpu"), cache)
+
+
+# --- harness chat -----------------------------------------------------------------------------
+
+
+def test_harness_chat_answers_from_a_qwen1_checkpoint_in_model_chats_layout(qwen1_dir, cache, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    assert main(["chat", "--model", str(qwen1_dir), "--prompt", "问", "--max-new-tokens", "2", "--show-prompt"]) == 0
+    err = capsys.readouterr().err
+    assert "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n问<|im_end|>\n<|im_start|>assistant\n" in err
+
+
+def test_harness_chat_with_the_tokenizer_template_speaks_internlms_turns(tmp_path, cache, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    path = _write_checkpoint(tmp_path / "tiny-internlm", "internlm")
+    assert main(["chat", "--model", str(path), "--template", "tokenizer", "--prompt", "问", "--max-new-tokens", "2",
+                 "--show-prompt"]) == 0
+    assert "<s><|User|>:问<eoh>\n<|Bot|>:" in capsys.readouterr().err
