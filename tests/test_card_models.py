@@ -29,7 +29,14 @@ EXPECTED = json.loads((FIXTURES / "qwen1.json").read_text(encoding="utf-8"))
 INTERNLM_EXPECTED = json.loads((FIXTURES / "internlm.json").read_text(encoding="utf-8"))
 BAICHUAN2_FILES = MODELS / "baichuan2-7b"
 BAICHUAN2_EXPECTED = json.loads((FIXTURES / "baichuan2.json").read_text(encoding="utf-8"))
-_FAMILY = {"qwen1": (EXPECTED, QWEN1_FILES), "internlm": (INTERNLM_EXPECTED, INTERNLM_FILES), "baichuan2": (BAICHUAN2_EXPECTED, BAICHUAN2_FILES)}
+BAICHUAN2_13B_FILES = MODELS / "baichuan2-13b"
+BAICHUAN2_13B_EXPECTED = json.loads((FIXTURES / "baichuan2-13b.json").read_text(encoding="utf-8"))
+_FAMILY = {
+    "qwen1": (EXPECTED, QWEN1_FILES),
+    "internlm": (INTERNLM_EXPECTED, INTERNLM_FILES),
+    "baichuan2": (BAICHUAN2_EXPECTED, BAICHUAN2_FILES),
+    "baichuan2-13b": (BAICHUAN2_13B_EXPECTED, BAICHUAN2_13B_FILES),
+}
 
 
 def _tiny_module(family: str = "qwen1"):
@@ -199,7 +206,7 @@ def _write_checkpoint(out: Path, family: str = "qwen1", *, shards: int = 1) -> P
     for name in expected["saved_files"]:
         if (files / name).is_file() and name != "config.json":
             shutil.copy(files / name, out / name)
-    weights = _tiny_module(family).weights(expected["saved_config"])
+    weights = _tiny_module(family.removesuffix("-13b")).weights(expected["saved_config"])
     if shards == 1:
         torch.save(weights, out / "pytorch_model.bin")  # what transformers 4.33's save_pretrained writes
         return out
@@ -489,17 +496,61 @@ def test_native_baichuan2_logits_equal_the_originals_on_every_subject_0_and_5_sh
     assert worst < 1e-4, f"largest logit difference {worst:.2e}"
 
 
-def test_baichuan2_13b_alibi_weights_are_refused_in_one_line(tmp_path, cache):
-    from harness.errors import ModelError
+def test_baichuan2_13b_ids_and_chat_are_the_7bs(baichuan2_tokenizer):
+    # the same tokenizer.model (sha256 7945...), and the 13B's original code gives the same ids on every set
+    assert (BAICHUAN2_13B_FILES / "tokenizer.model").read_bytes() == (BAICHUAN2_FILES / "tokenizer.model").read_bytes()
+    for key in ("tokenizer", "make_context", "make_context_history"):
+        assert BAICHUAN2_13B_EXPECTED[key] == BAICHUAN2_EXPECTED[key]
+
+
+@pytest.fixture(scope="module")
+def baichuan2_13b_loaded(tmp_path_factory, cache):
     from harness.models import ModelSpec, load_model
 
-    path = tmp_path / "alibi"
-    path.mkdir()
-    config = {k: v for k, v in BAICHUAN2_EXPECTED["saved_config"].items() if k != "max_position_embeddings"}
-    (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    shutil.copy(BAICHUAN2_FILES / "tokenizer.model", path / "tokenizer.model")
-    with pytest.raises(ModelError, match="ALiBi"):
-        load_model(ModelSpec(model=str(path), device="cpu"), cache)
+    path = _write_checkpoint(tmp_path_factory.mktemp("baichuan2-13b") / "tiny-baichuan2-13b", "baichuan2-13b")
+    return load_model(ModelSpec(model=str(path), device="cpu"), cache)
+
+
+def test_the_alibi_slopes_are_alibis_for_powers_of_two_and_between():
+    from harness.families.alibi import alibi_slopes
+
+    assert alibi_slopes(8).tolist() == pytest.approx([2 ** -(i + 1) for i in range(8)])
+    assert alibi_slopes(4).tolist() == pytest.approx([2 ** -(2 * (i + 1)) for i in range(4)])
+    forty = alibi_slopes(40).tolist()  # Baichuan2-13B's heads: the 32 of 32, then every other one of 64
+    assert forty[:32] == pytest.approx(alibi_slopes(32).tolist()) and forty[32:] == pytest.approx(alibi_slopes(64).tolist()[0::2][:8])
+
+
+def test_native_baichuan2_13b_logits_equal_the_originals_on_every_subject_0_and_5_shot(baichuan2_13b_loaded, subject_data):
+    assert type(baichuan2_13b_loaded.model).__name__ == "BaichuanAlibiForCausalLM"
+    assert baichuan2_13b_loaded.info.extra == {"source_format": "baichuan", "converter": baichuan2.CONVERTER}
+    assert len(BAICHUAN2_13B_EXPECTED["logits"]) == 48
+    worst = 0.0
+    for ref, prompt in _fixture_prompts(subject_data, BAICHUAN2_13B_EXPECTED):
+        ids, logits = _last_logits(baichuan2_13b_loaded.model, baichuan2_13b_loaded.tokenizer, prompt)
+        assert _digest([ids]) == ref["input_sha256"]
+        letters = logits[ref["letter_ids"]].tolist()
+        top = [float(logits[i]) for i in ref["top_ids"]]
+        worst = max(worst, *(abs(a - b) for a, b in zip(letters + top, ref["letter_logits"] + ref["top_logits"])))
+        assert max(range(4), key=letters.__getitem__) == max(range(4), key=ref["letter_logits"].__getitem__)
+        assert int(logits.argmax()) == ref["top_ids"][0]
+    assert worst < 1e-4, f"largest logit difference {worst:.2e}"
+
+
+def test_harness_eval_scores_a_baichuan2_13b_checkpoint_end_to_end_with_its_prefix_cache(tmp_path, cache, data_dir, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    path = _write_checkpoint(tmp_path / "tiny-baichuan2-13b", "baichuan2-13b", shards=2)
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(path), "--data-dir", str(data_dir), "--output", str(out), "--no-progress",
+                 "--shots", "0", "--shots", "5", "--limit", "2"]) == 0
+    for shots in (0, 5):
+        results = json.loads((out / f"shots-{shots}" / "results.json").read_text())
+        assert results["overall"]["n"] == 12 and results["model"]["architecture"] == "BaichuanAlibiForCausalLM"
+        lines = [json.loads(line) for line in (out / f"shots-{shots}" / "samples.jsonl").read_text().splitlines()]
+        scored = {(line["subject"], line["id"]): line["logits"] for line in lines}
+        for ref in (r for r in BAICHUAN2_13B_EXPECTED["logits"] if r["shots"] == shots and r["chat"] is None):
+            assert scored[(ref["subject"], ref["id"])] == pytest.approx(ref["letter_logits"], abs=1e-4)
 
 
 # --- harness chat -----------------------------------------------------------------------------
@@ -522,3 +573,28 @@ def test_harness_chat_with_the_tokenizer_template_speaks_internlms_turns(tmp_pat
     assert main(["chat", "--model", str(path), "--template", "tokenizer", "--prompt", "问", "--max-new-tokens", "2",
                  "--show-prompt"]) == 0
     assert "<s><|User|>:问<eoh>\n<|Bot|>:" in capsys.readouterr().err
+
+
+def test_the_alibi_model_generates_with_its_cache_what_full_forwards_give(baichuan2_13b_loaded):
+    import torch
+
+    model, tokenizer = baichuan2_13b_loaded.model, baichuan2_13b_loaded.tokenizer
+    ids = torch.tensor([tokenizer("以下是关于开发运维领域的单项选择题")["input_ids"]])
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1]:].tolist()
+        seq, expected = ids, []
+        for _ in range(4):
+            nxt = int(model(seq).logits[0, -1].argmax())
+            expected.append(nxt)
+            seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
+    assert generated == expected
+
+
+def test_harness_chat_answers_from_a_baichuan2_13b_checkpoint_in_its_reserved_token_turns(tmp_path, cache, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    path = _write_checkpoint(tmp_path / "tiny-baichuan2-13b", "baichuan2-13b")
+    assert main(["chat", "--model", str(path), "--template", "tokenizer", "--prompt", "问", "--max-new-tokens", "2",
+                 "--show-prompt"]) == 0
+    assert "<reserved_106>问<reserved_107>" in capsys.readouterr().err

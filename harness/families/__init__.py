@@ -52,6 +52,8 @@ def convert(path: Path, fmt: str, cache_root: Path, fingerprint: str) -> Path:
         family.write_checkpoint(Path(path), out)
         family.write_tokenizer(Path(path), out)
 
+    if hasattr(family, "register"):
+        family.register()  # a class of the harness's own (Baichuan2-13B's ALiBi), for from_pretrained
     return _once(target, build)
 
 

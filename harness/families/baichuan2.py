@@ -1,13 +1,10 @@
-"""Baichuan2 (`BaichuanForCausalLM`): the 7B model as transformers' Llama; the 13B tokenizer too.
+"""Baichuan2 (`BaichuanForCausalLM`): 7B as transformers' Llama, 13B as Llama with ALiBi (harness.families.alibi).
 
-Baichuan2-7B is Llama with the q/k/v projections fused in `W_pack` (rows q, k, v; no biases) and
+Both are Llama blocks with the q/k/v projections fused in `W_pack` (rows q, k, v; no biases) and
 a NormHead: in evaluation the head's rows are L2-normalised once, so the converted `lm_head` holds
-the normalised rows (computed in the weights' own dtype, as the original does). Rotary base
-10000, RMSNorm, SiLU-gated MLP, untied head.
-
-Baichuan2-13B uses ALiBi instead of rotary positions (its config has no `max_position_embeddings`);
-no transformers class computes that, so its weights are refused with a clear error; its tokenizer
-(the same SentencePiece model) converts like the 7B's.
+the normalised rows (computed in the weights' own dtype, as the original does). RMSNorm,
+SiLU-gated MLP, untied head. 7B has rotary positions (base 10000); 13B has ALiBi instead, and its
+config no `max_position_embeddings` (only `model_max_length`), which is how the two are told apart.
 
 The tokenizer: transformers' conversion of the SentencePiece BPE model (identity normaliser, no
 dummy prefix, byte fallback, user-defined pieces such as `<reserved_106>` kept whole); no BOS or EOS
@@ -91,17 +88,26 @@ def _vocab_file(path: Path) -> Path:
 # --- weights ----------------------------------------------------------------------------------
 
 
+def uses_alibi(config: dict) -> bool:
+    return "max_position_embeddings" not in config
+
+
+def register() -> None:
+    """The ALiBi class (13B) known to the Auto classes; only imported when a Baichuan2 model loads."""
+    from harness.families.alibi import register
+
+    register()
+
+
 def llama_config(config: dict):
-    """The Llama configuration with Baichuan2-7B's mathematics; Baichuan2-13B (ALiBi) is refused."""
+    """The Llama configuration with Baichuan2's mathematics: rotary (7B) or the ALiBi class (13B)."""
     from transformers import LlamaConfig
 
-    if "max_position_embeddings" not in config:
-        raise ModelError(
-            "this Baichuan2 checkpoint uses ALiBi positions (Baichuan2-13B); no native class computes them yet, "
-            "and its remote code does not run on this transformers"
-        )
+    alibi = uses_alibi(config)
+    if alibi:
+        from harness.families.alibi import BaichuanAlibiConfig
     heads = config["num_attention_heads"]
-    return LlamaConfig(
+    return (BaichuanAlibiConfig if alibi else LlamaConfig)(
         vocab_size=config["vocab_size"],
         hidden_size=config["hidden_size"],
         intermediate_size=config["intermediate_size"],
@@ -109,7 +115,7 @@ def llama_config(config: dict):
         num_attention_heads=heads,
         num_key_value_heads=heads,
         hidden_act=config.get("hidden_act", "silu"),
-        max_position_embeddings=config["max_position_embeddings"],
+        max_position_embeddings=config["model_max_length"] if alibi else config["max_position_embeddings"],
         initializer_range=config.get("initializer_range", 0.02),
         rms_norm_eps=config.get("rms_norm_eps", 1e-6),
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},  # RotaryEmbedding's fixed base
@@ -119,7 +125,7 @@ def llama_config(config: dict):
         bos_token_id=config.get("bos_token_id", 1),
         eos_token_id=config.get("eos_token_id", 2),
         pad_token_id=config.get("pad_token_id", 0),
-        architectures=["LlamaForCausalLM"],
+        architectures=["BaichuanAlibiForCausalLM" if alibi else "LlamaForCausalLM"],
         dtype=str(config.get("torch_dtype") or "bfloat16"),
     )
 
