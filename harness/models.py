@@ -141,8 +141,9 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
             if src.local and is_quanto_checkpoint(src.path):
                 model = load_quanto(src.path, spec.dtype)
             else:
+                weights = _native_checkpoint(src, cache_dir) if src.source_format else src.path
                 model = AutoModelForCausalLM.from_pretrained(
-                    _native_checkpoint(src, cache_dir) if src.source_format else src.path, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
+                    weights, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
                 )
     except ModelError:
         raise
@@ -170,7 +171,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         weights=weights_fingerprint(src),
         trust_remote_code=spec.trust_remote_code,
         device=device if not spec.device_map else f"device_map={spec.device_map}",
-        extra={"source_format": src.source_format, "converter": families.converter(src.source_format)} if src.source_format else {},
+        extra=families.record(src.source_format) if src.source_format else {},
     )
     return LoadedModel(model, tokenizer, info, time.perf_counter() - start)
 

@@ -1,9 +1,10 @@
 """The model card's checkpoints in their original, remote-code formats, loaded natively.
 
-A family module recognises its format from `config.json`, converts the tokenizer files to a fast
-tokenizer and the weights to a transformers class with the same mathematics, once, into the
-harness cache; no remote code runs. `models.py` asks `source_format` and loads what `convert`
-returns like any other checkpoint.
+Qwen-1 (`qwen`: DevOps-Model, Qwen-7B/14B) as Qwen2, InternLM-1 (`internlm`) as Llama with biased
+attention, Baichuan2 (`baichuan`) as Llama (7B) or our ALiBi class (13B). A family module
+recognises its format from `config.json`, converts the tokenizer files to a fast tokenizer and the
+weights to a class with the same mathematics, once, into the harness cache; no remote code runs.
+`models.py` asks `source_format` and loads what `convert` returns like any other checkpoint.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ def source_format(path: Path) -> str | None:
     return next((name for name, family in FAMILIES.items() if family.recognises(values)), None)
 
 
-def converter(fmt: str) -> str:
-    """The converter's name and version, as the run record states it."""
-    return FAMILIES[fmt].CONVERTER
+def record(fmt: str) -> dict:
+    """What the run record's model block says about the conversion."""
+    return {"source_format": fmt, "converter": FAMILIES[fmt].CONVERTER}
 
 
 def convert_tokenizer(path: Path, fmt: str, cache_root: Path) -> Path:
