@@ -552,6 +552,21 @@ def test_harness_eval_scores_a_baichuan2_13b_checkpoint_end_to_end_with_its_pref
         for ref in (r for r in BAICHUAN2_13B_EXPECTED["logits"] if r["shots"] == shots and r["chat"] is None):
             assert scored[(ref["subject"], ref["id"])] == pytest.approx(ref["letter_logits"], abs=1e-4)
 
+def test_the_alibi_model_generates_with_its_cache_what_full_forwards_give(baichuan2_13b_loaded):
+    import torch
+
+    model, tokenizer = baichuan2_13b_loaded.model, baichuan2_13b_loaded.tokenizer
+    ids = torch.tensor([tokenizer("以下是关于开发运维领域的单项选择题")["input_ids"]])
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1]:].tolist()
+        seq, expected = ids, []
+        for _ in range(4):
+            nxt = int(model(seq).logits[0, -1].argmax())
+            expected.append(nxt)
+            seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
+    assert generated == expected
+
+
 
 # --- harness chat -----------------------------------------------------------------------------
 
@@ -573,21 +588,6 @@ def test_harness_chat_with_the_tokenizer_template_speaks_internlms_turns(tmp_pat
     assert main(["chat", "--model", str(path), "--template", "tokenizer", "--prompt", "问", "--max-new-tokens", "2",
                  "--show-prompt"]) == 0
     assert "<s><|User|>:问<eoh>\n<|Bot|>:" in capsys.readouterr().err
-
-
-def test_the_alibi_model_generates_with_its_cache_what_full_forwards_give(baichuan2_13b_loaded):
-    import torch
-
-    model, tokenizer = baichuan2_13b_loaded.model, baichuan2_13b_loaded.tokenizer
-    ids = torch.tensor([tokenizer("以下是关于开发运维领域的单项选择题")["input_ids"]])
-    with torch.no_grad():
-        generated = model.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1]:].tolist()
-        seq, expected = ids, []
-        for _ in range(4):
-            nxt = int(model(seq).logits[0, -1].argmax())
-            expected.append(nxt)
-            seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
-    assert generated == expected
 
 
 def test_harness_chat_answers_from_a_baichuan2_13b_checkpoint_in_its_reserved_token_turns(tmp_path, cache, monkeypatch, capsys):
