@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import families
 from harness.errors import ModelError, first_line
 from harness.files import read_json_object
 from harness.quantized import MARKER, QMAP, is_quanto_checkpoint, load_quanto, quiet_bnb_notices
@@ -119,6 +120,7 @@ class _Source:
     adapter: str | None
     tokenizer: str
     local: bool
+    source_format: str | None = None  # an original remote-code format loaded natively (harness.families)
 
 
 # JSON files transformers, peft and the harness read from a model, adapter or tokenizer directory.
@@ -166,7 +168,8 @@ def _resolve(spec: ModelSpec, cache_dir: Path) -> _Source:
         return _Source(str(p.parent), p.name, spec.adapter, spec.tokenizer or str(p.parent), True)
     if p.is_dir():
         if (p / "config.json").is_file() or spec.gguf_file:
-            return _Source(str(p), spec.gguf_file, spec.adapter, spec.tokenizer or str(p), True)
+            fmt = None if spec.gguf_file else families.source_format(p)
+            return _Source(str(p), spec.gguf_file, spec.adapter, spec.tokenizer or str(p), True, fmt)
         adapter_cfg = p / "adapter_config.json"
         if adapter_cfg.is_file() and not spec.adapter:
             # A LoRA output directory given as the model: load its base and put it on top.
@@ -175,7 +178,7 @@ def _resolve(spec: ModelSpec, cache_dir: Path) -> _Source:
                 raise ModelError(f"{adapter_cfg} names no base_model_name_or_path; pass --model BASE --adapter {name}")
             tok = spec.tokenizer or (str(p) if (p / "tokenizer_config.json").is_file() else base)
             base_src = _resolve(ModelSpec(base, revision=spec.revision), cache_dir)
-            return _Source(base_src.path, base_src.gguf_file, str(p), tok, base_src.local)
+            return _Source(base_src.path, base_src.gguf_file, str(p), tok, base_src.local, base_src.source_format)
         raise ModelError(f"{name} is not a model directory (no config.json)")
     if _looks_like_a_path(name) or name.endswith(".gguf"):
         raise ModelError(f"no such model directory or file: {name}")
@@ -192,7 +195,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         raise ModelError(f"--revision {spec.revision} is for Hub models; {src.path} is a local model")
     dtype = _dtype_arg(spec.dtype)
     device = resolve_device(spec.device)
-    tokenizer = _load_tokenizer(spec, src)
+    tokenizer = _load_tokenizer(spec, src, cache_dir)
     common = hub_kwargs(spec, src)
     placement = {"device_map": spec.device_map} if spec.device_map else {}
     quant_method = _quant_method(src)
@@ -207,8 +210,9 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
             if src.local and is_quanto_checkpoint(src.path):
                 model = load_quanto(src.path, spec.dtype)
             else:
+                weights = _native_checkpoint(src, cache_dir) if src.source_format else src.path
                 model = AutoModelForCausalLM.from_pretrained(
-                    src.path, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
+                    weights, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
                 )
     except ModelError:
         raise
@@ -236,6 +240,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         weights=weights_fingerprint(src),
         trust_remote_code=spec.trust_remote_code,
         device=device if not spec.device_map else f"device_map={spec.device_map}",
+        extra=families.record(src.source_format) if src.source_format else {},
     )
     return LoadedModel(model, tokenizer, info, time.perf_counter() - start)
 
@@ -291,7 +296,7 @@ def count_parameters(model) -> int:
 
 def load_tokenizer(spec: ModelSpec, cache_dir: Path):
     """The tokenizer `load_model` would use, without loading weights."""
-    return _load_tokenizer(spec, resolve_source(spec, cache_dir))
+    return _load_tokenizer(spec, resolve_source(spec, cache_dir), cache_dir)
 
 
 def hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
@@ -302,14 +307,23 @@ def hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
     return kwargs
 
 
-def _load_tokenizer(spec: ModelSpec, src: _Source):
+def _native_checkpoint(src: _Source, cache_dir: Path) -> str:
+    """The converted copy of a checkpoint in an original format, made once per weights fingerprint."""
+    return str(families.convert(Path(src.path), src.source_format, cache_dir / "models", weights_fingerprint(src)))
+
+
+def _load_tokenizer(spec: ModelSpec, src: _Source, cache_dir: Path):
     from transformers import AutoTokenizer
 
     kwargs = hub_kwargs(spec, src)
     if src.tokenizer == src.path and src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
+    path = src.tokenizer
+    fmt = families.source_format(Path(path).expanduser()) if Path(path).expanduser().is_dir() else None
     try:
-        return AutoTokenizer.from_pretrained(src.tokenizer, **kwargs)
+        if fmt:
+            path = str(families.convert_tokenizer(Path(path).expanduser(), fmt, cache_dir / "models"))
+        return AutoTokenizer.from_pretrained(path, **kwargs)
     except Exception as e:
         raise ModelError(f"cannot load the tokenizer of {src.tokenizer}: {_reason(e)}") from None
 

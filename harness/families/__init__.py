@@ -1,0 +1,84 @@
+"""The model card's checkpoints in their original, remote-code formats, loaded natively.
+
+Qwen-1 (`qwen`: DevOps-Model, Qwen-7B/14B) as Qwen2, InternLM-1 (`internlm`) as Llama with biased
+attention, Baichuan2 (`baichuan`) as Llama (7B) or our ALiBi class (13B). A family module
+recognises its format from `config.json`, converts the tokenizer files to a fast tokenizer and the
+weights to a class with the same mathematics, once, into the harness cache; no remote code runs.
+`models.py` asks `source_format` and loads what `convert` returns like any other checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from harness.families import baichuan2, internlm, qwen1
+
+FAMILIES = {family.FORMAT: family for family in (qwen1, internlm, baichuan2)}
+
+
+def source_format(path: Path) -> str | None:
+    """The original format of the checkpoint in `path` ("qwen"...), or None for any other."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        values = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # the ordinary loading path reports an unreadable config
+    if not isinstance(values, dict):
+        return None  # nor is a config that is no object this code's to report
+    if not isinstance(values.get("architectures") or [], list):
+        values = {**values, "architectures": []}
+    return next((name for name, family in FAMILIES.items() if family.recognises(values)), None)
+
+
+def record(fmt: str) -> dict:
+    """What the run record's model block says about the conversion."""
+    return {"source_format": fmt, "converter": FAMILIES[fmt].CONVERTER}
+
+
+def convert_tokenizer(path: Path, fmt: str, cache_root: Path) -> Path:
+    """A directory with the checkpoint's tokenizer as a transformers fast tokenizer."""
+    family = FAMILIES[fmt]
+    target = cache_root / f"{fmt}-tokenizer-{family.tokenizer_key(Path(path))}-v{_version(family)}"
+    return _once(target, lambda out: family.write_tokenizer(Path(path), out))
+
+
+def convert(path: Path, fmt: str, cache_root: Path, fingerprint: str) -> Path:
+    """A directory with the checkpoint converted to a transformers class, tokenizer included;
+    made once per weights fingerprint and converter version."""
+    family = FAMILIES[fmt]
+    target = cache_root / f"{fmt}-{fingerprint}-v{_version(family)}"
+
+    def build(out: Path) -> None:
+        family.write_checkpoint(Path(path), out)
+        family.write_tokenizer(Path(path), out)
+
+    if hasattr(family, "register"):
+        family.register()  # a class of the harness's own (Baichuan2-13B's ALiBi), for from_pretrained
+    return _once(target, build)
+
+
+def _version(family) -> str:
+    return family.CONVERTER.rsplit("/", 1)[-1]
+
+
+def _once(target: Path, build) -> Path:
+    """`target`, built by `build(tmp)` into a temporary directory and renamed into place."""
+    if (target / "config.json").is_file() or (target / "tokenizer.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():  # not another process that won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,600 @@
+"""The model card's own checkpoints load natively: Qwen-1 (DevOps-Model, Qwen-7B/14B), InternLM-7B, Baichuan2-7B.
+
+Compared against tests/fixtures/card_models/{qwen1,internlm,baichuan2}.json, written by make_fixtures.py
+with the original remote code in its reference environment (transformers 4.33.3): the original
+tokenizer's ids on every prompt the harness builds, model.chat's contexts, and the original
+model's float32 logits on a tiny checkpoint that tiny_<family>.py draws from a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.families import baichuan2, internlm, qwen1
+from harness.prompts import CARD_EVAL_SYSTEM, PromptFormat, subject_prompts
+from tasks import get_protocol, protocols
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "card_models"
+MODELS = ROOT.parent / "shared" / "models"
+QWEN1_FILES = MODELS / "qwen1"
+INTERNLM_FILES = MODELS / "internlm-7b"
+EXPECTED = json.loads((FIXTURES / "qwen1.json").read_text(encoding="utf-8"))
+INTERNLM_EXPECTED = json.loads((FIXTURES / "internlm.json").read_text(encoding="utf-8"))
+BAICHUAN2_FILES = MODELS / "baichuan2-7b"
+BAICHUAN2_EXPECTED = json.loads((FIXTURES / "baichuan2.json").read_text(encoding="utf-8"))
+BAICHUAN2_13B_FILES = MODELS / "baichuan2-13b"
+BAICHUAN2_13B_EXPECTED = json.loads((FIXTURES / "baichuan2-13b.json").read_text(encoding="utf-8"))
+_FAMILY = {
+    "qwen1": (EXPECTED, QWEN1_FILES),
+    "internlm": (INTERNLM_EXPECTED, INTERNLM_FILES),
+    "baichuan2": (BAICHUAN2_EXPECTED, BAICHUAN2_FILES),
+    "baichuan2-13b": (BAICHUAN2_13B_EXPECTED, BAICHUAN2_13B_FILES),
+}
+
+
+def _tiny_module(family: str = "qwen1"):
+    spec = importlib.util.spec_from_file_location(f"tiny_{family}", FIXTURES / f"tiny_{family}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _digest(id_lists) -> str:
+    return hashlib.sha256(json.dumps([list(map(int, ids)) for ids in id_lists], separators=(",", ":")).encode()).hexdigest()
+
+
+def _settings():
+    for name in protocols():
+        protocol = get_protocol(name)
+        for shots in (0, 5):
+            for chat in (None, "chatml"):
+                if not (chat and protocol.move_trailing_whitespace):
+                    yield PromptFormat(protocol, shots, chat)
+
+
+def _key(fmt: PromptFormat) -> str:
+    return f"{fmt.protocol.name}/{fmt.shots}-shot/{fmt.chat or 'plain'}"
+
+
+@pytest.fixture(scope="module")
+def vocab_file() -> Path:
+    path = QWEN1_FILES / qwen1.VOCAB_FILE
+    if not path.is_file():
+        pytest.fail(f"Qwen-1's {qwen1.VOCAB_FILE} not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer(vocab_file):
+    return qwen1.fast_tokenizer(vocab_file)
+
+
+@pytest.fixture(scope="module")
+def internlm_tokenizer():
+    path = INTERNLM_FILES / internlm.VOCAB_FILE
+    if not path.is_file():
+        pytest.fail(f"InternLM's {internlm.VOCAB_FILE} not found at {path}")
+    return internlm.fast_tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def all_prompts(subject_data):
+    return {_key(fmt): (fmt, [p for d in subject_data.values() for _, p in subject_prompts(d, fmt)]) for fmt in _settings()}
+
+
+# --- tokenizer --------------------------------------------------------------------------------
+
+
+def test_qwen1_special_tokens_sit_at_their_original_ids(tokenizer):
+    assert len(tokenizer) == 151851
+    assert tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|extra_0|>", "<|extra_204|>"]) == [
+        151643, 151644, 151645, 151646, 151850,
+    ]
+    assert tokenizer.eos_token_id == tokenizer.pad_token_id == 151643
+    assert tokenizer.bos_token_id is None
+    assert tokenizer("答案：A")["input_ids"] == [102349, 5122, 32]  # no BOS; PROVENANCE's measured ids
+    ids = tokenizer("<|im_start|>user\n问<|im_end|>")["input_ids"]
+    assert (ids[0], ids[-1]) == (151644, 151645)
+
+
+def test_the_fixtures_cover_every_prompt_setting_the_harness_builds(all_prompts):
+    assert sorted(EXPECTED["tokenizer"]) == sorted(all_prompts)
+    assert {v["prompts"] for v in EXPECTED["tokenizer"].values()} == {574}
+
+
+def _assert_ids_equal(tokenizer, all_prompts, setting, expected):
+    fmt, prompts = all_prompts[setting]
+    conts = fmt.protocol.continuations()
+    contexts = [p.rstrip() if fmt.protocol.move_trailing_whitespace else p for p in prompts]
+    joined = [c + p[len(c):] + cont for c, p in zip(contexts, prompts) for cont in conts]
+    ctx_ids = tokenizer(contexts, add_special_tokens=fmt.add_special_tokens)["input_ids"]
+    assert ctx_ids[0] == expected["first_ids"]
+    assert sum(map(len, ctx_ids)) == expected["tokens"]
+    assert _digest(ctx_ids) == expected["contexts_sha256"]
+    assert _digest(tokenizer(joined, add_special_tokens=fmt.add_special_tokens)["input_ids"]) == expected["joined_sha256"]
+
+
+@pytest.mark.parametrize("setting", sorted(EXPECTED["tokenizer"]))
+def test_qwen1_tokenizer_ids_equal_the_original_on_all_574_prompts(tokenizer, all_prompts, setting):
+    _assert_ids_equal(tokenizer, all_prompts, setting, EXPECTED["tokenizer"][setting])
+
+
+@pytest.mark.parametrize("setting", sorted(INTERNLM_EXPECTED["tokenizer"]))
+def test_internlm_tokenizer_ids_equal_the_original_on_all_574_prompts(internlm_tokenizer, all_prompts, setting):
+    _assert_ids_equal(internlm_tokenizer, all_prompts, setting, INTERNLM_EXPECTED["tokenizer"][setting])
+
+
+@pytest.mark.parametrize("protocol", ["devops", "cmmlu", "ceval"])
+def test_harness_chat_prompts_are_model_chat_contexts_with_the_cards_system_text(tokenizer, all_prompts, protocol):
+    for shots in (0, 5):
+        _, chat_prompts = all_prompts[f"{protocol}/{shots}-shot/chatml"]
+        expected = EXPECTED["make_context"][f"{protocol}/{shots}-shot/plain/{CARD_EVAL_SYSTEM}"]
+        assert _digest(tokenizer(chat_prompts)["input_ids"]) == expected["sha256"]
+
+
+def test_the_tokenizers_chat_template_is_model_chat_with_qwens_default_system(tokenizer, all_prompts):
+    _, prompts = all_prompts["devops/0-shot/plain"]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+    expected = EXPECTED["make_context"]["devops/0-shot/plain/You are a helpful assistant."]
+    assert _digest(tokenizer(texts, add_special_tokens=False)["input_ids"]) == expected["sha256"]
+
+
+def _conversations(prompts: list[str]) -> list[tuple[list[tuple[str, str]], str]]:
+    # make_fixtures.conversations: two answered turns, then a question
+    return [([(prompts[i], "A"), (prompts[i + 1], "答案是 B。")], prompts[i + 2]) for i in range(20)]
+
+
+def test_chat_with_the_chatml_template_lays_out_turns_as_model_chat_does(tokenizer, all_prompts):
+    from harness.conversation import get_template
+
+    _, prompts = all_prompts["devops/0-shot/plain"]
+    expected = EXPECTED["make_context_history"]
+    chatml = get_template("chatml")
+    assert chatml.system == expected["system"]
+    texts = [chatml.render(query, history, eos_token=tokenizer.eos_token) for history, query in _conversations(prompts)]
+    assert _digest(tokenizer(texts)["input_ids"]) == expected["sha256"]
+
+
+def test_the_tokenizers_chat_template_lays_out_turns_as_model_chat_does(tokenizer, all_prompts):
+    _, prompts = all_prompts["devops/0-shot/plain"]
+    texts = []
+    for history, query in _conversations(prompts):
+        messages = [m for q, a in history for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        messages.append({"role": "user", "content": query})
+        texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    assert _digest(tokenizer(texts, add_special_tokens=False)["input_ids"]) == EXPECTED["make_context_history"]["sha256"]
+
+
+def test_the_real_qwen_7b_config_maps_to_qwen2_in_bf16():
+    config = qwen1.qwen2_config(json.loads((QWEN1_FILES / "reference" / "Qwen-7B.config.json").read_text()))
+    assert (config.hidden_size, config.intermediate_size, config.num_hidden_layers) == (4096, 11008, 32)
+    assert (config.num_attention_heads, config.num_key_value_heads, config.vocab_size) == (32, 32, 151936)
+    assert config.rope_parameters["rope_theta"] == 10000.0 and config.rms_norm_eps == 1e-6
+    assert config.max_position_embeddings == 8192 and config.tie_word_embeddings is False
+    assert str(config.dtype).removeprefix("torch.") == "bfloat16"  # no precision flag set: Qwen-1 runs in bf16
+
+
+def test_a_qwen1_config_the_native_layers_cannot_compute_is_refused():
+    from harness.errors import ModelError
+
+    config = dict(EXPECTED["saved_config"], no_bias=False)
+    with pytest.raises(ModelError, match="no_bias"):
+        qwen1.qwen2_config(config)
+
+
+# --- native model loading ---------------------------------------------------------------------
+
+
+def _write_checkpoint(out: Path, family: str = "qwen1", *, shards: int = 1) -> Path:
+    """The tiny checkpoint as the original save_pretrained leaves it: config.json, weights, tokenizer
+    files (and the remote code files, which the native path never runs)."""
+    import torch
+
+    expected, files = _FAMILY[family]
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(expected["saved_config"], indent=2), encoding="utf-8")
+    for name in expected["saved_files"]:
+        if (files / name).is_file() and name != "config.json":
+            shutil.copy(files / name, out / name)
+    weights = _tiny_module(family.removesuffix("-13b")).weights(expected["saved_config"])
+    if shards == 1:
+        torch.save(weights, out / "pytorch_model.bin")  # what transformers 4.33's save_pretrained writes
+        return out
+    from safetensors.torch import save_file
+
+    names = list(weights)
+    weight_map = {}
+    for i in range(shards):
+        file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: weights[n] for n in names[i::shards]}
+        save_file(part, out / file, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(part, file)
+    index = {"metadata": {"total_size": sum(t.numel() * 4 for t in weights.values())}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def qwen1_dir(tmp_path_factory, vocab_file) -> Path:
+    return _write_checkpoint(tmp_path_factory.mktemp("qwen1") / "tiny-qwen1")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("harness-cache")  # conversions of tmp checkpoints: not kept in the shared cache
+
+
+@pytest.fixture(scope="module")
+def loaded(qwen1_dir, cache):
+    from harness.models import ModelSpec, load_model
+
+    return load_model(ModelSpec(model=str(qwen1_dir), device="cpu"), cache)
+
+
+def test_the_drawn_weights_are_the_ones_the_fixtures_were_made_with():
+    weights = _tiny_module().weights(EXPECTED["saved_config"])
+    sums = {k: float(v.double().sum()) for k, v in sorted(weights.items())}
+    assert sums == pytest.approx(EXPECTED["weight_sums"], rel=0, abs=1e-9)
+
+
+def test_a_qwen1_checkpoint_loads_as_qwen2_without_remote_code(loaded, qwen1_dir):
+    assert type(loaded.model).__name__ == "Qwen2ForCausalLM"
+    assert loaded.info.architecture == "Qwen2ForCausalLM" and loaded.info.dtype == "float32"
+    assert loaded.info.trust_remote_code is False
+    assert loaded.info.path == str(qwen1_dir)
+    assert loaded.info.extra == {"source_format": "qwen", "converter": qwen1.CONVERTER}
+    assert loaded.info.to_json()["source_format"] == "qwen"
+    assert loaded.tokenizer("答案：A")["input_ids"] == [102349, 5122, 32]
+
+
+def _fixture_prompts(subject_data, expected=EXPECTED):
+    for ref in expected["logits"]:
+        fmt = PromptFormat(get_protocol(ref["protocol"]), ref["shots"], ref["chat"])
+        prompts = dict((q.id, p) for q, p in subject_prompts(subject_data[ref["subject"]], fmt, limit=2))
+        yield ref, prompts[ref["id"]]
+
+
+def _last_logits(model, tokenizer, prompt):
+    import torch
+
+    ids = tokenizer(prompt)["input_ids"]
+    with torch.no_grad():
+        return ids, model(torch.tensor([ids])).logits[0, -1].float()
+
+
+def test_native_qwen1_logits_equal_the_originals_on_every_subject_0_and_5_shot(loaded, subject_data):
+    assert len(EXPECTED["logits"]) == 6 * 2 * 2 * 2  # subjects x shots x plain/chat x two questions
+    worst = 0.0
+    for ref, prompt in _fixture_prompts(subject_data):
+        ids, logits = _last_logits(loaded.model, loaded.tokenizer, prompt)
+        assert _digest([ids]) == ref["input_sha256"]
+        letters = logits[ref["letter_ids"]].tolist()
+        top = [float(logits[i]) for i in ref["top_ids"]]
+        worst = max(worst, *(abs(a - b) for a, b in zip(letters + top, ref["letter_logits"] + ref["top_logits"])))
+        assert max(range(4), key=letters.__getitem__) == max(range(4), key=ref["letter_logits"].__getitem__)
+        assert int(logits.argmax()) == ref["top_ids"][0]
+    assert worst < 1e-4, f"largest logit difference {worst:.2e}"
+
+
+def test_sharded_safetensors_convert_to_the_same_model(tmp_path, loaded, cache, subject_data):
+    from harness.models import ModelSpec, load_model
+
+    sharded = load_model(ModelSpec(model=str(_write_checkpoint(tmp_path / "sharded", shards=3)), device="cpu"), cache)
+    ref, prompt = next(_fixture_prompts(subject_data))
+    import torch
+
+    assert torch.equal(_last_logits(sharded.model, sharded.tokenizer, prompt)[1], _last_logits(loaded.model, loaded.tokenizer, prompt)[1])
+
+
+def test_the_conversion_is_made_once_per_weights_fingerprint(loaded, qwen1_dir, cache):
+    converted = [p for p in (cache / "models").iterdir() if p.name.startswith("qwen-") and "tokenizer" not in p.name]
+    assert [p.name for p in converted if loaded.info.weights in p.name] == [f"qwen-{loaded.info.weights}-v1"]
+    assert json.loads((converted[0] / "SOURCE.json").read_text())["converter"] == qwen1.CONVERTER
+
+
+def test_a_qwen1_checkpoint_without_its_tiktoken_file_is_refused_in_one_line(tmp_path, cache):
+    from harness.errors import ModelError
+    from harness.models import ModelSpec, load_tokenizer
+
+    path = tmp_path / "no-vocab"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(EXPECTED["saved_config"]), encoding="utf-8")
+    with pytest.raises(ModelError, match="without its tokenizer file qwen.tiktoken"):
+        load_tokenizer(ModelSpec(model=str(path)), cache)
+
+
+def test_trust_remote_code_does_not_run_the_original_code_of_a_known_format(qwen1_dir, cache):
+    from harness.models import ModelSpec, load_model
+
+    loaded = load_model(ModelSpec(model=str(qwen1_dir), device="cpu", trust_remote_code=True), cache)
+    assert type(loaded.model).__name__ == "Qwen2ForCausalLM"
+
+
+def test_harness_eval_scores_a_qwen1_checkpoint_end_to_end(qwen1_dir, cache, data_dir, tmp_path, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(qwen1_dir), "--data-dir", str(data_dir), "--output", str(out), "--no-progress",
+                 "--shots", "0", "--shots", "5", "--limit", "2"]) == 0
+    for shots in (0, 5):
+        results = json.loads((out / f"shots-{shots}" / "results.json").read_text())
+        assert results["overall"]["n"] == 12
+        assert results["model"]["source_format"] == "qwen" and results["model"]["trust_remote_code"] is False
+        lines = [json.loads(line) for line in (out / f"shots-{shots}" / "samples.jsonl").read_text().splitlines()]
+        scored = {(line["subject"], line["id"]): line["logits"] for line in lines}
+        refs = [r for r in EXPECTED["logits"] if r["shots"] == shots and r["chat"] is None]
+        assert len(refs) == 12  # batched, with the shared prefix cached: still the original's numbers
+        for ref in refs:
+            assert scored[(ref["subject"], ref["id"])] == pytest.approx(ref["letter_logits"], abs=1e-4)
+
+
+# --- InternLM-7B ------------------------------------------------------------------------------
+
+
+def test_internlm_tokenizer_adds_bos_as_the_original_does(internlm_tokenizer):
+    assert len(internlm_tokenizer) == 103168
+    assert (internlm_tokenizer.bos_token_id, internlm_tokenizer.eos_token_id, internlm_tokenizer.pad_token_id) == (1, 2, 2)
+    assert internlm_tokenizer("答案：A")["input_ids"] == [1, 68208, 98750, 290]  # PROVENANCE's measured ids
+    assert internlm_tokenizer("答案： A")["input_ids"] == [1, 68208, 98750, 493]
+    assert internlm_tokenizer.convert_tokens_to_ids(["<eoh>", "<eoa>"]) == [103027, 103028]
+
+
+@pytest.mark.parametrize("protocol", ["devops", "cmmlu", "ceval"])
+def test_internlm_chat_template_is_model_chat_build_inputs(internlm_tokenizer, all_prompts, protocol):
+    for shots in (0, 5):
+        _, prompts = all_prompts[f"{protocol}/{shots}-shot/plain"]
+        texts = [internlm_tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+                 for p in prompts]
+        ids = internlm_tokenizer(texts, add_special_tokens=False)["input_ids"]
+        assert _digest(ids) == INTERNLM_EXPECTED["make_context"][f"{protocol}/{shots}-shot/plain"]["sha256"]
+
+
+def test_internlm_chat_template_lays_out_turns_as_model_chat_does(internlm_tokenizer, all_prompts):
+    _, prompts = all_prompts["devops/0-shot/plain"]
+    texts = []
+    for history, query in _conversations(prompts):
+        messages = [m for q, a in history for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        texts.append(internlm_tokenizer.apply_chat_template(messages + [{"role": "user", "content": query}], tokenize=False,
+                                                            add_generation_prompt=True))
+    ids = internlm_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert _digest(ids) == INTERNLM_EXPECTED["make_context_history"]["sha256"]
+
+
+@pytest.fixture(scope="module")
+def internlm_loaded(tmp_path_factory, cache):
+    from harness.models import ModelSpec, load_model
+
+    path = _write_checkpoint(tmp_path_factory.mktemp("internlm") / "tiny-internlm", "internlm")
+    return load_model(ModelSpec(model=str(path), device="cpu"), cache)
+
+
+def test_the_drawn_internlm_weights_are_the_ones_the_fixtures_were_made_with():
+    weights = _tiny_module("internlm").weights(INTERNLM_EXPECTED["saved_config"])
+    sums = {k: float(v.double().sum()) for k, v in sorted(weights.items())}
+    assert sums == pytest.approx(INTERNLM_EXPECTED["weight_sums"], rel=0, abs=1e-9)
+
+
+def test_an_internlm_checkpoint_loads_as_llama_with_biased_attention(internlm_loaded):
+    assert type(internlm_loaded.model).__name__ == "LlamaForCausalLM"
+    assert internlm_loaded.model.config.attention_bias is True
+    assert internlm_loaded.info.extra == {"source_format": "internlm", "converter": internlm.CONVERTER}
+    assert internlm_loaded.info.dtype == "float32" and internlm_loaded.info.trust_remote_code is False
+
+
+def test_native_internlm_logits_equal_the_originals_on_every_subject_0_and_5_shot(internlm_loaded, subject_data):
+    assert len(INTERNLM_EXPECTED["logits"]) == 48
+    worst = 0.0
+    for ref, prompt in _fixture_prompts(subject_data, INTERNLM_EXPECTED):
+        ids, logits = _last_logits(internlm_loaded.model, internlm_loaded.tokenizer, prompt)
+        assert _digest([ids]) == ref["input_sha256"]
+        letters = logits[ref["letter_ids"]].tolist()
+        top = [float(logits[i]) for i in ref["top_ids"]]
+        worst = max(worst, *(abs(a - b) for a, b in zip(letters + top, ref["letter_logits"] + ref["top_logits"])))
+        assert max(range(4), key=letters.__getitem__) == max(range(4), key=ref["letter_logits"].__getitem__)
+        assert int(logits.argmax()) == ref["top_ids"][0]
+    assert worst < 1e-4, f"largest logit difference {worst:.2e}"
+
+
+def test_harness_eval_scores_an_internlm_checkpoint_end_to_end(tmp_path, cache, data_dir, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    path = _write_checkpoint(tmp_path / "tiny-internlm", "internlm", shards=2)
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(path), "--data-dir", str(data_dir), "--output", str(out), "--no-progress",
+                 "--shots", "0", "--shots", "5", "--limit", "2"]) == 0
+    for shots in (0, 5):
+        results = json.loads((out / f"shots-{shots}" / "results.json").read_text())
+        assert results["overall"]["n"] == 12 and results["model"]["source_format"] == "internlm"
+        lines = [json.loads(line) for line in (out / f"shots-{shots}" / "samples.jsonl").read_text().splitlines()]
+        scored = {(line["subject"], line["id"]): line["logits"] for line in lines}
+        for ref in (r for r in INTERNLM_EXPECTED["logits"] if r["shots"] == shots and r["chat"] is None):
+            assert scored[(ref["subject"], ref["id"])] == pytest.approx(ref["letter_logits"], abs=1e-4)
+
+
+# --- Baichuan2-7B -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def baichuan2_tokenizer():
+    path = BAICHUAN2_FILES / baichuan2.VOCAB_FILE
+    if not path.is_file():
+        pytest.fail(f"Baichuan2's {baichuan2.VOCAB_FILE} not found at {path}")
+    return baichuan2.fast_tokenizer(path)
+
+
+def test_baichuan2_tokenizer_adds_nothing_as_the_original_does(baichuan2_tokenizer):
+    assert len(baichuan2_tokenizer) == 125696
+    assert (baichuan2_tokenizer.eos_token_id, baichuan2_tokenizer.pad_token_id) == (2, 0)
+    assert baichuan2_tokenizer("答案：A")["input_ids"] == [4174, 70, 92343]  # PROVENANCE's measured ids
+    assert baichuan2_tokenizer("答案： A")["input_ids"] == [4174, 70, 1401]
+    assert baichuan2_tokenizer.convert_tokens_to_ids(["<reserved_106>", "<reserved_107>"]) == [195, 196]
+
+
+@pytest.mark.parametrize("setting", sorted(BAICHUAN2_EXPECTED["tokenizer"]))
+def test_baichuan2_tokenizer_ids_equal_the_original_on_all_574_prompts(baichuan2_tokenizer, all_prompts, setting):
+    _assert_ids_equal(baichuan2_tokenizer, all_prompts, setting, BAICHUAN2_EXPECTED["tokenizer"][setting])
+
+
+def _chat_ids(tokenizer, prompts_and_histories):
+    texts = []
+    for history, query in prompts_and_histories:
+        messages = [m for q, a in history for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+        texts.append(tokenizer.apply_chat_template(messages + [{"role": "user", "content": query}], tokenize=False,
+                                                   add_generation_prompt=True))
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def test_baichuan2_chat_template_is_model_chat_build_chat_input(baichuan2_tokenizer, all_prompts):
+    for protocol in ("devops", "cmmlu", "ceval"):
+        for shots in (0, 5):
+            _, prompts = all_prompts[f"{protocol}/{shots}-shot/plain"]
+            ids = _chat_ids(baichuan2_tokenizer, [([], p) for p in prompts])
+            assert _digest(ids) == BAICHUAN2_EXPECTED["make_context"][f"{protocol}/{shots}-shot/plain"]["sha256"]
+    _, prompts = all_prompts["devops/0-shot/plain"]
+    assert _digest(_chat_ids(baichuan2_tokenizer, _conversations(prompts))) == BAICHUAN2_EXPECTED["make_context_history"]["sha256"]
+
+
+def test_the_drawn_baichuan2_weights_are_the_ones_the_fixtures_were_made_with():
+    weights = _tiny_module("baichuan2").weights(BAICHUAN2_EXPECTED["saved_config"])
+    sums = {k: float(v.double().sum()) for k, v in sorted(weights.items())}
+    assert sums == pytest.approx(BAICHUAN2_EXPECTED["weight_sums"], rel=0, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def baichuan2_loaded(tmp_path_factory, cache):
+    from harness.models import ModelSpec, load_model
+
+    path = _write_checkpoint(tmp_path_factory.mktemp("baichuan2") / "tiny-baichuan2", "baichuan2")
+    return load_model(ModelSpec(model=str(path), device="cpu"), cache)
+
+
+def test_native_baichuan2_logits_equal_the_originals_on_every_subject_0_and_5_shot(baichuan2_loaded, subject_data):
+    assert type(baichuan2_loaded.model).__name__ == "LlamaForCausalLM"
+    assert baichuan2_loaded.info.extra == {"source_format": "baichuan", "converter": baichuan2.CONVERTER}
+    assert len(BAICHUAN2_EXPECTED["logits"]) == 48
+    worst = 0.0
+    for ref, prompt in _fixture_prompts(subject_data, BAICHUAN2_EXPECTED):
+        ids, logits = _last_logits(baichuan2_loaded.model, baichuan2_loaded.tokenizer, prompt)
+        assert _digest([ids]) == ref["input_sha256"]
+        letters = logits[ref["letter_ids"]].tolist()
+        top = [float(logits[i]) for i in ref["top_ids"]]
+        worst = max(worst, *(abs(a - b) for a, b in zip(letters + top, ref["letter_logits"] + ref["top_logits"])))
+        assert max(range(4), key=letters.__getitem__) == max(range(4), key=ref["letter_logits"].__getitem__)
+        assert int(logits.argmax()) == ref["top_ids"][0]
+    assert worst < 1e-4, f"largest logit difference {worst:.2e}"
+
+
+def test_baichuan2_13b_ids_and_chat_are_the_7bs(baichuan2_tokenizer):
+    # the same tokenizer.model (sha256 7945...), and the 13B's original code gives the same ids on every set
+    assert (BAICHUAN2_13B_FILES / "tokenizer.model").read_bytes() == (BAICHUAN2_FILES / "tokenizer.model").read_bytes()
+    for key in ("tokenizer", "make_context", "make_context_history"):
+        assert BAICHUAN2_13B_EXPECTED[key] == BAICHUAN2_EXPECTED[key]
+
+
+@pytest.fixture(scope="module")
+def baichuan2_13b_loaded(tmp_path_factory, cache):
+    from harness.models import ModelSpec, load_model
+
+    path = _write_checkpoint(tmp_path_factory.mktemp("baichuan2-13b") / "tiny-baichuan2-13b", "baichuan2-13b")
+    return load_model(ModelSpec(model=str(path), device="cpu"), cache)
+
+
+def test_the_alibi_slopes_are_alibis_for_powers_of_two_and_between():
+    from harness.families.alibi import alibi_slopes
+
+    assert alibi_slopes(8).tolist() == pytest.approx([2 ** -(i + 1) for i in range(8)])
+    assert alibi_slopes(4).tolist() == pytest.approx([2 ** -(2 * (i + 1)) for i in range(4)])
+    forty = alibi_slopes(40).tolist()  # Baichuan2-13B's heads: the 32 of 32, then every other one of 64
+    assert forty[:32] == pytest.approx(alibi_slopes(32).tolist()) and forty[32:] == pytest.approx(alibi_slopes(64).tolist()[0::2][:8])
+
+
+def test_native_baichuan2_13b_logits_equal_the_originals_on_every_subject_0_and_5_shot(baichuan2_13b_loaded, subject_data):
+    assert type(baichuan2_13b_loaded.model).__name__ == "BaichuanAlibiForCausalLM"
+    assert baichuan2_13b_loaded.info.extra == {"source_format": "baichuan", "converter": baichuan2.CONVERTER}
+    assert len(BAICHUAN2_13B_EXPECTED["logits"]) == 48
+    worst = 0.0
+    for ref, prompt in _fixture_prompts(subject_data, BAICHUAN2_13B_EXPECTED):
+        ids, logits = _last_logits(baichuan2_13b_loaded.model, baichuan2_13b_loaded.tokenizer, prompt)
+        assert _digest([ids]) == ref["input_sha256"]
+        letters = logits[ref["letter_ids"]].tolist()
+        top = [float(logits[i]) for i in ref["top_ids"]]
+        worst = max(worst, *(abs(a - b) for a, b in zip(letters + top, ref["letter_logits"] + ref["top_logits"])))
+        assert max(range(4), key=letters.__getitem__) == max(range(4), key=ref["letter_logits"].__getitem__)
+        assert int(logits.argmax()) == ref["top_ids"][0]
+    assert worst < 1e-4, f"largest logit difference {worst:.2e}"
+
+
+def test_harness_eval_scores_a_baichuan2_13b_checkpoint_end_to_end_with_its_prefix_cache(tmp_path, cache, data_dir, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    path = _write_checkpoint(tmp_path / "tiny-baichuan2-13b", "baichuan2-13b", shards=2)
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(path), "--data-dir", str(data_dir), "--output", str(out), "--no-progress",
+                 "--shots", "0", "--shots", "5", "--limit", "2"]) == 0
+    for shots in (0, 5):
+        results = json.loads((out / f"shots-{shots}" / "results.json").read_text())
+        assert results["overall"]["n"] == 12 and results["model"]["architecture"] == "BaichuanAlibiForCausalLM"
+        lines = [json.loads(line) for line in (out / f"shots-{shots}" / "samples.jsonl").read_text().splitlines()]
+        scored = {(line["subject"], line["id"]): line["logits"] for line in lines}
+        for ref in (r for r in BAICHUAN2_13B_EXPECTED["logits"] if r["shots"] == shots and r["chat"] is None):
+            assert scored[(ref["subject"], ref["id"])] == pytest.approx(ref["letter_logits"], abs=1e-4)
+
+def test_the_alibi_model_generates_with_its_cache_what_full_forwards_give(baichuan2_13b_loaded):
+    import torch
+
+    model, tokenizer = baichuan2_13b_loaded.model, baichuan2_13b_loaded.tokenizer
+    ids = torch.tensor([tokenizer("以下是关于开发运维领域的单项选择题")["input_ids"]])
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1]:].tolist()
+        seq, expected = ids, []
+        for _ in range(4):
+            nxt = int(model(seq).logits[0, -1].argmax())
+            expected.append(nxt)
+            seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
+    assert generated == expected
+
+
+
+# --- harness chat -----------------------------------------------------------------------------
+
+
+def test_harness_chat_answers_from_a_qwen1_checkpoint_in_model_chats_layout(qwen1_dir, cache, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    assert main(["chat", "--model", str(qwen1_dir), "--prompt", "问", "--max-new-tokens", "2", "--show-prompt"]) == 0
+    err = capsys.readouterr().err
+    assert "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n问<|im_end|>\n<|im_start|>assistant\n" in err
+
+
+def test_harness_chat_with_the_tokenizer_template_speaks_internlms_turns(tmp_path, cache, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    path = _write_checkpoint(tmp_path / "tiny-internlm", "internlm")
+    assert main(["chat", "--model", str(path), "--template", "tokenizer", "--prompt", "问", "--max-new-tokens", "2",
+                 "--show-prompt"]) == 0
+    assert "<s><|User|>:问<eoh>\n<|Bot|>:" in capsys.readouterr().err
+
+
+def test_harness_chat_answers_from_a_baichuan2_13b_checkpoint_in_its_reserved_token_turns(tmp_path, cache, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    path = _write_checkpoint(tmp_path / "tiny-baichuan2-13b", "baichuan2-13b")
+    assert main(["chat", "--model", str(path), "--template", "tokenizer", "--prompt", "问", "--max-new-tokens", "2",
+                 "--show-prompt"]) == 0
+    assert "<reserved_106>问<reserved_107>" in capsys.readouterr().err
