@@ -23,7 +23,7 @@ import transformers
 from tqdm import tqdm
 
 from harness import __version__
-from harness.errors import HarnessError, RunError
+from harness.errors import HarnessError, ModelError, RunError
 from harness.files import json_kind, write_json
 from harness.models import LoadedModel
 from harness.prompts import PromptFormat, subject_prompts
@@ -86,7 +86,23 @@ def prepare(loaded: LoadedModel, data: list[SubjectData], settings: EvalSettings
         keys.append(d.subject.key)
         questions.append([q for q, _ in pairs])
         encoded.append(enc)
+    _check_trained_context(loaded, encoded)
     return Prepared(keys, questions, encoded)
+
+
+def _check_trained_context(loaded: LoadedModel, encoded: list[list[Encoded]]) -> None:
+    """A converted checkpoint (harness.families) computes the original's mathematics only within
+    its trained context (Qwen-1 rescales rotary and attention past it): longer prompts are refused."""
+    fmt = loaded.info.extra.get("source_format")
+    limit = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
+    if not fmt or not isinstance(limit, int):
+        return
+    longest = max((len(e.input_ids) for enc in encoded for e in enc), default=0)
+    if longest > limit:
+        raise ModelError(
+            f"{loaded.info.name}: the longest prompt is {longest} tokens, past the {limit} this {fmt} checkpoint was "
+            f"trained for, beyond which its native loading does not reproduce the original; use fewer --shots"
+        )
 
 
 def run_settings(data: list[SubjectData], settings: EvalSettings, data_info: dict) -> RunSettings:

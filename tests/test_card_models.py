@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -300,6 +301,22 @@ def test_the_conversion_is_made_once_per_weights_fingerprint(loaded, qwen1_dir, 
     converted = [p for p in (cache / "models").iterdir() if p.name.startswith("qwen-") and "tokenizer" not in p.name]
     assert [p.name for p in converted if loaded.info.weights in p.name] == [f"qwen-{loaded.info.weights}-v1"]
     assert json.loads((converted[0] / "SOURCE.json").read_text())["converter"] == qwen1.CONVERTER
+
+
+def test_prompts_past_a_qwen1_checkpoints_trained_context_are_refused_in_one_line(tmp_path, cache, data_dir, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    path = _write_checkpoint(tmp_path / "short-qwen1")
+    config = json.loads((path / "config.json").read_text()) | {"seq_length": 160}  # 5-shot prompts are longer
+    (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(path), "--data-dir", str(data_dir), "--output", str(out), "--no-progress",
+                 "--shots", "5", "--limit", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err
+    assert re.search(r"the longest prompt is \d+ tokens, past the 160 this qwen checkpoint was trained for", err)
+    assert not out.exists()  # refused before scoring: no run directory
 
 
 def test_a_qwen1_checkpoint_without_its_tiktoken_file_is_refused_in_one_line(tmp_path, cache):
