@@ -307,6 +307,13 @@ def hub_kwargs(spec: ModelSpec, src: _Source) -> dict:
     return kwargs
 
 
+def loadable_path(spec: ModelSpec, cache_dir: Path) -> str:
+    """The directory (or Hub id) from_pretrained reads `spec`'s weights from: for a checkpoint in
+    one of the card's original formats, its converted copy (made here once), else its own path."""
+    src = resolve_source(spec, cache_dir)
+    return _native_checkpoint(src, cache_dir) if src.source_format else src.path
+
+
 def _native_checkpoint(src: _Source, cache_dir: Path) -> str:
     """The converted copy of a checkpoint in an original format, made once per weights fingerprint."""
     return str(families.convert(Path(src.path), src.source_format, cache_dir / "models", weights_fingerprint(src)))

@@ -356,6 +356,46 @@ def test_harness_eval_scores_a_qwen1_checkpoint_end_to_end(qwen1_dir, cache, dat
             assert scored[(ref["subject"], ref["id"])] == pytest.approx(ref["letter_logits"], abs=1e-4)
 
 
+# --- quantize and train from a card format ---------------------------------------------------
+
+
+def test_harness_quantize_starts_from_a_qwen1_checkpoint_and_its_output_scores(qwen1_dir, cache, data_dir, tmp_path, monkeypatch):
+    from harness.cli import main
+    from harness.quantize.methods import missing_packages
+
+    if missing_packages("bnb-int8"):
+        pytest.skip(missing_packages("bnb-int8"))
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    ckpt = tmp_path / "int8"
+    assert main(["quantize", "--model", str(qwen1_dir), "--method", "bnb-int8", "--output", str(ckpt)]) == 0
+    marker = json.loads((ckpt / "harness_quantization.json").read_text())
+    assert marker["source_path"] == str(qwen1_dir.resolve()) and marker["verified_reload"]["max_abs_logit_difference"] == 0.0
+    run = tmp_path / "run"
+    assert main(["eval", "--model", str(ckpt), "--data-dir", str(data_dir), "--output", str(run), "--no-progress",
+                 "--shots", "0", "--limit", "1"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"]["quantization"]["method"] == "bnb-int8" and results["model"]["architecture"] == "Qwen2ForCausalLM"
+    assert results["overall"]["n"] == 6
+
+
+def test_harness_train_starts_a_lora_from_a_qwen1_checkpoint_and_its_adapter_scores(qwen1_dir, cache, data_dir, tmp_path, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    lora = tmp_path / "lora"
+    assert main(["train", "--stage", "sft", "--model_name_or_path", str(qwen1_dir), "--dataset", "devops_qa",
+                 "--dataset_dir", str(ROOT / "training" / "data"), "--template", "chatml", "--finetuning_type", "lora",
+                 "--output_dir", str(lora), "--cache_dir", str(tmp_path / "hf-cache"), "--report_to", "none",
+                 "--per_device_train_batch_size", "4", "--max_steps", "2", "--seed", "0"]) == 0
+    base = json.loads((lora / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(base).parent == cache / "models" and Path(base).name.startswith("qwen-")  # the converted copy
+    run = tmp_path / "run"
+    assert main(["eval", "--model", str(lora), "--data-dir", str(data_dir), "--output", str(run), "--no-progress",
+                 "--shots", "0", "--limit", "1"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"]["adapter"] == str(lora) and results["overall"]["n"] == 6
+
+
 # --- InternLM-7B ------------------------------------------------------------------------------
 
 
@@ -615,3 +655,4 @@ def test_harness_chat_answers_from_a_baichuan2_13b_checkpoint_in_its_reserved_to
     assert main(["chat", "--model", str(path), "--template", "tokenizer", "--prompt", "问", "--max-new-tokens", "2",
                  "--show-prompt"]) == 0
     assert "<reserved_106>问<reserved_107>" in capsys.readouterr().err
+

@@ -64,10 +64,16 @@ def training_data_check(targs):
 
 
 def named_model_path(name: str) -> str:
-    """A model `harness eval` knows by name (gemma-3-270m) trains from its converted local copy."""
-    from harness.models import NAMED_MODELS
+    """A model `harness eval` knows by name (gemma-3-270m), or a checkpoint in one of the card's
+    original formats (Qwen-1, InternLM, Baichuan2), trains from its converted local copy."""
+    from pathlib import Path
 
-    return str(NAMED_MODELS[name](cache_dir())) if name in NAMED_MODELS else name
+    from harness.families import source_format
+    from harness.models import NAMED_MODELS, ModelSpec, loadable_path
+
+    if name in NAMED_MODELS or source_format(Path(name).expanduser()):
+        return loadable_path(ModelSpec(model=name), cache_dir())
+    return name
 
 
 def devops_eval_plan(targs):

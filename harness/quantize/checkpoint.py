@@ -24,7 +24,16 @@ import torch
 from harness import __version__
 from harness.errors import ModelError, first_line
 from harness.files import read_json_object
-from harness.models import NAMED_MODELS, ModelSpec, hub_kwargs, load_model, load_tokenizer, resolve_device, resolve_source
+from harness.models import (
+    NAMED_MODELS,
+    ModelSpec,
+    hub_kwargs,
+    load_model,
+    load_tokenizer,
+    loadable_path,
+    resolve_device,
+    resolve_source,
+)
 from harness.quantize.calibration import Calibration
 from harness.quantize.methods import METHODS, QuantizeError, QuantizeRequest, library_versions, require_packages
 from harness.quantized import MARKER, is_quanto_checkpoint
@@ -85,7 +94,7 @@ def check_request(spec: ModelSpec, request: QuantizeRequest, cache_dir: Path):
         from harness.quantize.gptq import check_group_size
 
         with contextlib.redirect_stdout(sys.stderr):
-            check_group_size(src.path, request, hub_kwargs(spec, src))
+            check_group_size(loadable_path(spec, cache_dir), request, hub_kwargs(spec, src))
     return src
 
 
@@ -199,14 +208,15 @@ def save_quantized(method: str, model: torch.nn.Module, tokenizer, out: Path) ->
 def _quantize(spec, src, request, calibration, tokenizer, device, cache_dir) -> torch.nn.Module:
     load_kwargs = {"dtype": _dtype(spec), "device_map": {"": device}, **hub_kwargs(spec, src)}
     try:
+        weights = loadable_path(spec, cache_dir)  # the card's original formats: their converted copy
         if request.method == "gptq":
             from harness.quantize import gptq
 
-            return gptq.quantize(src.path, request, calibration, tokenizer, load_kwargs)
+            return gptq.quantize(weights, request, calibration, tokenizer, load_kwargs)
         if request.method.startswith("bnb-"):
             from harness.quantize import bnb
 
-            return bnb.quantize(src.path, request, _compute_dtype(spec, src), load_kwargs)
+            return bnb.quantize(weights, request, _compute_dtype(spec, weights), load_kwargs)
         from harness.quantize import quanto
 
         return quanto.quantize(load_model(spec, cache_dir).model, request)
@@ -256,13 +266,13 @@ def _dtype(spec: ModelSpec):
     return "auto" if spec.dtype == "auto" else getattr(torch, spec.dtype)
 
 
-def _compute_dtype(spec: ModelSpec, src) -> torch.dtype:
+def _compute_dtype(spec: ModelSpec, weights: str) -> torch.dtype:
     """NF4 computes in the model's own dtype: the one asked for, else the checkpoint's."""
     if spec.dtype != "auto":
         return getattr(torch, spec.dtype)
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(src.path, trust_remote_code=spec.trust_remote_code)
+    config = AutoConfig.from_pretrained(weights, trust_remote_code=spec.trust_remote_code)
     dtype = getattr(config, "dtype", None)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
