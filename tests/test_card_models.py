@@ -656,3 +656,29 @@ def test_harness_chat_answers_from_a_baichuan2_13b_checkpoint_in_its_reserved_to
                  "--show-prompt"]) == 0
     assert "<reserved_106>问<reserved_107>" in capsys.readouterr().err
 
+
+def test_harness_chat_speaks_the_familys_own_format_unless_told_and_its_banner_says_which(tmp_path, cache, monkeypatch, capsys):
+    import builtins
+    import io
+
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    path = _write_checkpoint(tmp_path / "tiny-internlm", "internlm")
+    assert main(["chat", "--model", str(path), "--prompt", "问", "--max-new-tokens", "2", "--show-prompt"]) == 0
+    assert "<s><|User|>:问<eoh>\n<|Bot|>:" in capsys.readouterr().err
+    assert main(["chat", "--model", str(path), "--template", "chatml", "--prompt", "问", "--max-new-tokens", "2",
+                 "--show-prompt"]) == 0
+    assert "<|im_start|>user\n问<|im_end|>" in capsys.readouterr().err
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def end_of_input(*_):
+        raise EOFError
+
+    monkeypatch.setattr("sys.stdin", Terminal())
+    monkeypatch.setattr(builtins, "input", end_of_input)
+    assert main(["chat", "--model", str(path)]) == 0
+    assert "template tokenizer (internlm format: its model.chat turns)" in capsys.readouterr().err

@@ -40,9 +40,9 @@ def register(sub) -> None:
     g = p.add_argument_group("conversation")
     g.add_argument(
         "--template",
-        default="chatml",
         choices=(*TEMPLATES, "tokenizer"),  # "tokenizer": harness.chat.TOKENIZER_TEMPLATE
-        help="chatml (default) or default, the training templates; tokenizer: the tokenizer's own chat template",
+        help="chatml (default) or default, the training templates; tokenizer: the tokenizer's own chat template "
+        "(the default for the card's Qwen-1, InternLM and Baichuan2 checkpoints: their model.chat format)",
     )
     g.add_argument("--system", help="system text (default: the template's own)")
     g.add_argument("--prompt", action="append", metavar="TEXT", help="answer this turn and exit; repeat for several turns")
@@ -71,8 +71,9 @@ def _chat(args) -> int:
     decoding = Decoding(args.max_new_tokens, args.temperature, args.top_p, args.seed)
     if args.prompt is not None and not all(p.strip() for p in args.prompt):
         raise HarnessError("--prompt: a turn's text must not be empty")
-    template = resolve_template(args.template)
     spec = model_spec(args)
+    template_name, family = default_template(spec, args.template)
+    template = resolve_template(template_name)
     if template is None:  # refuse before the weights load, which may take minutes
         check_tokenizer_template(load_tokenizer(spec, cache_dir()), args.model)
     loaded = load_model(spec, cache_dir())
@@ -90,11 +91,22 @@ def _chat(args) -> int:
         info = loaded.info
         sys.stderr.write(
             f"harness chat: {args.model} ({info.architecture}, {info.dtype}, {info.device}), "
-            f"template {args.template}. {RESET} clears the history, {EXIT} or Ctrl-D ends, Ctrl-C stops an answer.\n"
+            f"template {template_name}{f' ({family} format: its model.chat turns)' if family else ''}. {RESET} clears the history, {EXIT} or Ctrl-D ends, Ctrl-C stops an answer.\n"
         )
     lines = _terminal_lines(sys.stdout.isatty()) if interactive else _stream_lines(sys.stdin)
     session(conversation, lines, sys.stdout, sys.stderr, jsonl=args.jsonl, show_prompt=args.show_prompt)
     return 0
+
+
+def default_template(spec, asked: str | None) -> tuple[str, str | None]:
+    """The template to chat with, and the card's format it defaults for: a checkpoint in one of
+    the card's original formats speaks its family's own (`tokenizer`) unless --template says otherwise."""
+    from harness.models import resolve_source
+
+    if asked:
+        return asked, None
+    fmt = resolve_source(spec, cache_dir()).source_format
+    return ("tokenizer", fmt) if fmt else ("chatml", None)
 
 
 def answer_prompts(
