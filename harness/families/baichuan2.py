@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.errors import ModelError
 from harness.families.shards import write_converted
+from harness.families.vocab import find_vocab, read_sentencepiece, vocab_key
 
 FORMAT = "baichuan"
 CONVERTER = "harness.families.baichuan2/1"
@@ -43,23 +44,14 @@ def recognises(config: dict) -> bool:
 
 
 def tokenizer_key(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(_vocab_file(path).read_bytes()).hexdigest()[:16]
+    return vocab_key(_vocab_file(path))
 
 
 def fast_tokenizer(vocab_file: Path):
     """Baichuan2's SentencePiece model as a transformers fast tokenizer with BaichuanTokenizer's ids."""
     from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
 
-    proto = import_protobuf().ModelProto()
-    try:
-        proto.ParseFromString(vocab_file.read_bytes())
-    except Exception as e:
-        raise ModelError(f"{vocab_file} is not a SentencePiece model: {e}") from None
-    vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
-    tok = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
+    tok, vocab = read_sentencepiece(vocab_file)
     if tok is None or (vocab.get(UNK), vocab.get(BOS), vocab.get(EOS), vocab.get(USER), vocab.get(ASSISTANT)) != (0, 1, 2, 195, 196):
         raise ModelError(f"{vocab_file}: not Baichuan2's BPE model (<unk> 0, <s> 1, </s> 2, <reserved_106> 195, <reserved_107> 196)")
     return PreTrainedTokenizerFast(
@@ -79,10 +71,7 @@ def write_tokenizer(path: Path, out: Path) -> None:
 
 
 def _vocab_file(path: Path) -> Path:
-    vocab = Path(path) / VOCAB_FILE
-    if not vocab.is_file():
-        raise ModelError(f"{path} is a Baichuan2 checkpoint without its tokenizer file {VOCAB_FILE}")
-    return vocab
+    return find_vocab(path, VOCAB_FILE, "a Baichuan2 checkpoint")
 
 
 # --- weights ----------------------------------------------------------------------------------

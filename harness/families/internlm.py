@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from harness.errors import ModelError
+from harness.families.vocab import find_vocab, read_sentencepiece, vocab_key
 
 FORMAT = "internlm"
 CONVERTER = "harness.families.internlm/1"
@@ -43,24 +44,15 @@ def recognises(config: dict) -> bool:
 
 
 def tokenizer_key(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(_vocab_file(path).read_bytes()).hexdigest()[:16]
+    return vocab_key(_vocab_file(path))
 
 
 def fast_tokenizer(vocab_file: Path):
     """InternLM's SentencePiece model as a transformers fast tokenizer with InternLMTokenizer's ids."""
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
 
-    proto = import_protobuf().ModelProto()
-    try:
-        proto.ParseFromString(vocab_file.read_bytes())
-    except Exception as e:
-        raise ModelError(f"{vocab_file} is not a SentencePiece model: {e}") from None
-    vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
-    tok = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
+    tok, vocab = read_sentencepiece(vocab_file)
     if tok is None or vocab.get(BOS) != 1 or vocab.get(EOS) != 2:
         raise ModelError(f"{vocab_file}: not InternLM's BPE model with <s>=1 and </s>=2")
     tok.post_processor = processors.TemplateProcessing(
@@ -82,10 +74,7 @@ def write_tokenizer(path: Path, out: Path) -> None:
 
 
 def _vocab_file(path: Path) -> Path:
-    vocab = Path(path) / VOCAB_FILE
-    if not vocab.is_file():
-        raise ModelError(f"{path} is an InternLM checkpoint without its tokenizer file {VOCAB_FILE}")
-    return vocab
+    return find_vocab(path, VOCAB_FILE, "an InternLM checkpoint")
 
 
 # --- weights ----------------------------------------------------------------------------------

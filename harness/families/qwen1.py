@@ -20,6 +20,7 @@ from pathlib import Path
 
 from harness.errors import ModelError
 from harness.families.shards import write_converted
+from harness.families.vocab import find_vocab, vocab_key
 
 FORMAT = "qwen"
 CONVERTER = "harness.families.qwen1/1"
@@ -53,9 +54,7 @@ def recognises(config: dict) -> bool:
 
 
 def tokenizer_key(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(_vocab_file(path).read_bytes()).hexdigest()[:16]
+    return vocab_key(_vocab_file(path))
 
 
 def read_ranks(vocab_file: Path) -> dict[bytes, int]:
@@ -105,10 +104,7 @@ def write_tokenizer(path: Path, out: Path) -> None:
 
 
 def _vocab_file(path: Path) -> Path:
-    vocab = Path(path) / VOCAB_FILE
-    if not vocab.is_file():
-        raise ModelError(f"{path} is a Qwen-1 checkpoint without its tokenizer file {VOCAB_FILE}")
-    return vocab
+    return find_vocab(path, VOCAB_FILE, "a Qwen-1 checkpoint")
 
 
 # --- weights ----------------------------------------------------------------------------------
