@@ -2,8 +2,10 @@
 
 Qwen-1 (`qwen`: DevOps-Model, Qwen-7B/14B) as Qwen2, InternLM-1 (`internlm`) as Llama with biased
 attention, Baichuan2 (`baichuan`) as Llama (7B) or our ALiBi class (13B). A family module
-recognises its format from `config.json`, converts the tokenizer files to a fast tokenizer and the
-weights to a class with the same mathematics, once, into the harness cache; no remote code runs.
+names its format (`FORMAT`: config.json's `model_type`; `ARCHITECTURE`), its vocabulary file, how
+that becomes a fast tokenizer (`fast_tokenizer`) and how its weights become a class with the same
+mathematics (`write_checkpoint`); this module converts both once, into the harness cache. No
+remote code runs.
 `models.py` asks `source_format` and loads what `convert` returns like any other checkpoint.
 """
 
@@ -15,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from harness.families import baichuan2, internlm, qwen1
+from harness.families.vocab import find_vocab, vocab_key
 
 FAMILIES = {family.FORMAT: family for family in (qwen1, internlm, baichuan2)}
 
@@ -32,7 +35,9 @@ def source_format(path: Path) -> str | None:
         return None  # nor is a config that is no object this code's to report
     if not isinstance(values.get("architectures") or [], list):
         values = {**values, "architectures": []}
-    return next((name for name, family in FAMILIES.items() if family.recognises(values)), None)
+    architectures = values.get("architectures") or []
+    return next((name for name, family in FAMILIES.items()
+                 if values.get("model_type") == family.FORMAT or family.ARCHITECTURE in architectures), None)
 
 
 def record(fmt: str) -> dict:
@@ -43,8 +48,8 @@ def record(fmt: str) -> dict:
 def convert_tokenizer(path: Path, fmt: str, cache_root: Path) -> Path:
     """A directory with the checkpoint's tokenizer as a transformers fast tokenizer."""
     family = FAMILIES[fmt]
-    target = cache_root / f"{fmt}-tokenizer-{family.tokenizer_key(Path(path))}-v{_version(family)}"
-    return _once(target, lambda out: family.write_tokenizer(Path(path), out))
+    target = cache_root / f"{fmt}-tokenizer-{vocab_key(_vocab(family, path))}-v{_version(family)}"
+    return _once(target, lambda out: _write_tokenizer(family, path, out))
 
 
 def convert(path: Path, fmt: str, cache_root: Path, fingerprint: str) -> Path:
@@ -55,11 +60,19 @@ def convert(path: Path, fmt: str, cache_root: Path, fingerprint: str) -> Path:
 
     def build(out: Path) -> None:
         family.write_checkpoint(Path(path), out)
-        family.write_tokenizer(Path(path), out)
+        _write_tokenizer(family, path, out)
 
     if hasattr(family, "register"):
         family.register()  # a class of the harness's own (Baichuan2-13B's ALiBi), for from_pretrained
     return _once(target, build)
+
+
+def _vocab(family, path: Path) -> Path:
+    return find_vocab(Path(path), family.VOCAB_FILE, family.DESCRIBED)
+
+
+def _write_tokenizer(family, path: Path, out: Path) -> None:
+    family.fast_tokenizer(_vocab(family, path)).save_pretrained(out)
 
 
 def _version(family) -> str:

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from harness.errors import ModelError
 from harness.families.shards import write_converted
-from harness.families.vocab import find_vocab, read_sentencepiece, vocab_key
+from harness.families.vocab import read_sentencepiece
 
 FORMAT = "baichuan"
 CONVERTER = "harness.families.baichuan2/1"
+ARCHITECTURE = "BaichuanForCausalLM"  # config.json `architectures`; `model_type` is FORMAT
+DESCRIBED = "a Baichuan2 checkpoint"  # in messages: "DIR is a Baichuan2 checkpoint without ..."
 VOCAB_FILE = "tokenizer.model"
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 USER, ASSISTANT = "<reserved_106>", "<reserved_107>"  # generation_config's user_token_id 195, assistant_token_id 196
@@ -36,15 +38,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def recognises(config: dict) -> bool:
-    return config.get("model_type") == FORMAT or "BaichuanForCausalLM" in (config.get("architectures") or [])
-
-
 # --- tokenizer --------------------------------------------------------------------------------
-
-
-def tokenizer_key(path: Path) -> str:
-    return vocab_key(_vocab_file(path))
 
 
 def fast_tokenizer(vocab_file: Path):
@@ -64,14 +58,6 @@ def fast_tokenizer(vocab_file: Path):
         model_max_length=4096,
         clean_up_tokenization_spaces=False,
     )
-
-
-def write_tokenizer(path: Path, out: Path) -> None:
-    fast_tokenizer(_vocab_file(path)).save_pretrained(out)
-
-
-def _vocab_file(path: Path) -> Path:
-    return find_vocab(path, VOCAB_FILE, "a Baichuan2 checkpoint")
 
 
 # --- weights ----------------------------------------------------------------------------------

@@ -18,10 +18,12 @@ import shutil
 from pathlib import Path
 
 from harness.errors import ModelError
-from harness.families.vocab import find_vocab, read_sentencepiece, vocab_key
+from harness.families.vocab import read_sentencepiece
 
 FORMAT = "internlm"
 CONVERTER = "harness.families.internlm/1"
+ARCHITECTURE = "InternLMForCausalLM"  # config.json `architectures`; `model_type` is FORMAT
+DESCRIBED = "an InternLM checkpoint"  # in messages: "DIR is an InternLM checkpoint without ..."
 VOCAB_FILE = "tokenizer.model"
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 # model.chat's layout (build_inputs), the tokenizer adding <s> in front; no system turn.
@@ -36,15 +38,7 @@ CHAT_TEMPLATE = (
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def recognises(config: dict) -> bool:
-    return config.get("model_type") == FORMAT or "InternLMForCausalLM" in (config.get("architectures") or [])
-
-
 # --- tokenizer --------------------------------------------------------------------------------
-
-
-def tokenizer_key(path: Path) -> str:
-    return vocab_key(_vocab_file(path))
 
 
 def fast_tokenizer(vocab_file: Path):
@@ -67,14 +61,6 @@ def fast_tokenizer(vocab_file: Path):
         chat_template=CHAT_TEMPLATE,
         clean_up_tokenization_spaces=False,
     )
-
-
-def write_tokenizer(path: Path, out: Path) -> None:
-    fast_tokenizer(_vocab_file(path)).save_pretrained(out)
-
-
-def _vocab_file(path: Path) -> Path:
-    return find_vocab(path, VOCAB_FILE, "an InternLM checkpoint")
 
 
 # --- weights ----------------------------------------------------------------------------------

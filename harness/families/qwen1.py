@@ -20,10 +20,11 @@ from pathlib import Path
 
 from harness.errors import ModelError
 from harness.families.shards import write_converted
-from harness.families.vocab import find_vocab, vocab_key
 
 FORMAT = "qwen"
 CONVERTER = "harness.families.qwen1/1"
+ARCHITECTURE = "QWenLMHeadModel"  # config.json `architectures`; `model_type` is FORMAT
+DESCRIBED = "a Qwen-1 checkpoint"  # in messages: "DIR is a Qwen-1 checkpoint without ..."
 VOCAB_FILE = "qwen.tiktoken"
 # QWenTokenizer's pre-tokenizer: one digit per piece, unlike cl100k's \p{N}{1,3}.
 PATTERN = (
@@ -46,15 +47,7 @@ CHAT_TEMPLATE = (  # newlines as expressions: transformers renders templates wit
 _NOT_QWEN2 = {"rotary_pct": 1.0, "no_bias": True}  # what Qwen2's layers assume, with the value they need
 
 
-def recognises(config: dict) -> bool:
-    return config.get("model_type") == FORMAT or "QWenLMHeadModel" in (config.get("architectures") or [])
-
-
 # --- tokenizer --------------------------------------------------------------------------------
-
-
-def tokenizer_key(path: Path) -> str:
-    return vocab_key(_vocab_file(path))
 
 
 def read_ranks(vocab_file: Path) -> dict[bytes, int]:
@@ -97,14 +90,6 @@ def fast_tokenizer(vocab_file: Path):
         chat_template=CHAT_TEMPLATE,
         clean_up_tokenization_spaces=False,
     )
-
-
-def write_tokenizer(path: Path, out: Path) -> None:
-    fast_tokenizer(_vocab_file(path)).save_pretrained(out)
-
-
-def _vocab_file(path: Path) -> Path:
-    return find_vocab(path, VOCAB_FILE, "a Qwen-1 checkpoint")
 
 
 # --- weights ----------------------------------------------------------------------------------
