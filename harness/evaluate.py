@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from harness import __version__
 from harness.errors import HarnessError, ModelError, RunError
-from harness.files import json_kind, write_json
+from harness.files import json_kind, make_directories, remove_empty, write_json
 from harness.models import LoadedModel
 from harness.prompts import PromptFormat, subject_prompts
 from harness.records import (
@@ -161,7 +161,7 @@ class _RunDir:
     and the lock it holds (an flock on the directory itself; `.lock` beside it names the holder)."""
 
     path: Path
-    created: list[Path]  # the directories made, innermost first
+    created: list[Path]  # the directories made, outermost first (`files.make_directories`)
     started: bool  # settings.json written by this process
     lock: int | None = None  # fd of the flock'ed directory
 
@@ -183,9 +183,7 @@ class _RunDir:
         self.release()
         if self.created:
             shutil.rmtree(self.path, ignore_errors=True)
-            for parent in self.created[1:]:
-                with contextlib.suppress(OSError):
-                    parent.rmdir()  # only if empty: another process may have put something there
+            remove_empty(self.created)  # the parents, if nothing else was put there meanwhile
         else:  # the directory was there, empty: empty it again
             for path in self.path.iterdir():
                 path.unlink(missing_ok=True)
@@ -199,10 +197,11 @@ def _open_run_dir(out_dir: Path, settings: RunSettings, model: ModelInfo, lock: 
         if lock:
             run_dir.lock = _lock(out_dir)
         return run_dir
-    created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
+    created: list[Path] = []
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_directories(out_dir, created)
     except OSError as e:
+        remove_empty(created)
         raise RunError(f"cannot create {out_dir}: {e.strerror or e}") from None
     run_dir = _RunDir(out_dir, created, False)
     try:

@@ -109,7 +109,7 @@ def write_all_or_none(files: dict[Path, bytes | str]) -> None:
                 path = path.resolve()
             if path.is_dir():
                 raise HarnessError(f"cannot write {path}: it is a directory")
-            _make_directories(path.parent, made)
+            make_directories(path.parent, made)
             temps.append((_temporary(path, data.encode("utf-8") if isinstance(data, str) else data), path))
         for tmp, path in temps:
             os.replace(tmp, path)
@@ -120,11 +120,12 @@ def write_all_or_none(files: dict[Path, bytes | str]) -> None:
         for tmp, _ in temps:
             tmp.unlink(missing_ok=True)  # gone already where the rename happened
         if not written:
-            _remove_empty(made)
+            remove_empty(made)
 
 
-def _make_directories(path: Path, made: list[Path]) -> None:
-    """`path` and its missing parents, each appended to `made` (outermost first) as it is created."""
+def make_directories(path: Path, made: list[Path]) -> None:
+    """`path` and its missing parents, each appended to `made` (outermost first) as it is created,
+    so that `remove_empty(made)` can take back exactly what this process made."""
     missing = []
     while not path.exists() and not path.is_symlink():
         missing.append(path)
@@ -137,7 +138,8 @@ def _make_directories(path: Path, made: list[Path]) -> None:
         made.append(directory)
 
 
-def _remove_empty(made: list[Path]) -> None:
+def remove_empty(made: list[Path]) -> None:
+    """The directories `make_directories` made, innermost first, each only if empty."""
     for directory in reversed(made):
         try:
             directory.rmdir()
