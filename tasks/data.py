@@ -1,4 +1,5 @@
-"""Questions of the six subjects, read from a local directory or the Hugging Face Hub.
+"""Questions of the subjects, read from a local directory (a tasks file's subjects: from its own
+files) or the Hugging Face Hub.
 
 Every cell is kept as the exact published string: no NaN, no numeric coercion, no stripping.
 Counts are checked (a wrong count is an error); file hashes are compared with the published
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tasks.errors import TaskError, first_line
-from tasks.registry import LETTERS, Benchmark, Subject, select_subjects
+from tasks.registry import GROUP, LETTERS, Benchmark, Registry, Subject, builtin_registry, select_subjects
 
 log = logging.getLogger("harness")
 
@@ -139,8 +140,62 @@ def _check_options(q: Question, where: str, subject: Subject, split: str | None)
             )
 
 
+def parse_jsonl(raw: bytes, name: str, subject: Subject, split: str | None = None) -> tuple[Question, ...]:
+    """Parse one split file of a JSONL benchmark: an object per line with the question, the four
+    options (fields A..D, or one list field) and the answer letter."""
+    bench = subject.benchmark
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TaskError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    questions = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{name} record {len(questions)} (line {line_number})"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TaskError(f"{where}: not a JSON object ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise TaskError(f"{where}: not a JSON object")
+        if bench.options_field:
+            options = row.get(bench.options_field)
+            if not isinstance(options, list) or len(options) != len(LETTERS):
+                raise TaskError(f"{where}: {bench.options_field!r} must be a list of four options")
+        else:
+            missing = [c for c in LETTERS if c not in row]
+            if missing:
+                raise TaskError(f"{where}: missing field {missing[0]!r} (options are fields A, B, C, D, or declare columns: options:)")
+            options = [row[c] for c in LETTERS]
+        for column in (bench.question_column, bench.answer_column):
+            if column not in row:
+                raise TaskError(f"{where}: missing field {column!r}")
+        cells = [row[bench.question_column], *options, row[bench.answer_column]]
+        if not all(isinstance(c, str) for c in cells):
+            raise TaskError(f"{where}: question, options and answer must be text")
+        answer = row[bench.answer_column]
+        if answer not in LETTERS:
+            raise TaskError(f"{where}: answer {answer!r} is not one of A, B, C, D")
+        if not row[bench.question_column].strip():
+            raise TaskError(f"{where}: empty question")
+        q = Question(subject.key, len(questions), row[bench.question_column], tuple(options), answer)
+        _check_options(q, where, subject, split)
+        questions.append(q)
+    return tuple(questions)
+
+
+def parse_file(raw: bytes, name: str, subject: Subject, split: str | None = None) -> tuple[Question, ...]:
+    """One split file in its benchmark's layout (CSV or JSONL)."""
+    if subject.benchmark.layout == "jsonl":
+        return parse_jsonl(raw, name, subject, split)
+    return parse_csv(raw, name, subject, split)
+
+
 def _check_count(questions, subject: Subject, split: str, name: str) -> None:
-    if split == subject.split and len(questions) != subject.count:
+    if split == subject.split and not questions:
+        raise TaskError(f"{name}: no questions in the evaluated split")
+    if split == subject.split and subject.count is not None and len(questions) != subject.count:
         raise TaskError(
             f"{name}: {len(questions)} questions, expected {subject.count} "
             f"({subject.benchmark.title} {subject.key} {split})"
@@ -176,22 +231,28 @@ def _source(questions, subject: Subject, split: str, name: str, raw: bytes | Non
     return source
 
 
-def load_local(data_dir: str | Path, subjects, normalize: str = "none") -> list[SubjectData]:
-    """Read each subject's eval and few-shot splits from `data_dir` in the benchmarks' own layouts."""
+def load_local(data_dir: str | Path | None, subjects, normalize: str = "none") -> list[SubjectData]:
+    """Read each subject's eval and few-shot splits from `data_dir` in the benchmarks' own layouts
+    (a tasks file's subjects from where their file declares)."""
     normalize_text("", normalize)  # reject an unknown mode before touching files
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
+    root = Path(data_dir).expanduser() if data_dir is not None else None
+    if root is not None and not root.is_dir():
         raise TaskError(f"data directory not found: {root}")
     out = []
     for subject in subjects:
+        if root is None and subject.benchmark.root is None:
+            raise TaskError(f"{subject.key}: no data directory given (--data-dir) to read it from")
         splits, sources = {}, {}
         for split in (subject.split, subject.fewshot_split):
             rel = subject.local_file(split)
-            path = root / rel
+            path = root / rel if subject.benchmark.root is None else Path(rel)
             if not path.is_file():
                 raise TaskError(f"missing data file: {path}")
-            raw = path.read_bytes()
-            questions = parse_csv(raw, str(path), subject, split)
+            try:
+                raw = path.read_bytes()
+            except OSError as e:
+                raise TaskError(f"cannot read {path}: {e.strerror or e}") from None
+            questions = parse_file(raw, str(path), subject, split)
             _check_count(questions, subject, split, str(path))
             sources[split] = _source(questions, subject, split, str(path), raw, file=rel)
             splits[split] = tuple(_normalized(q, normalize) for q in questions)
@@ -201,13 +262,57 @@ def load_local(data_dir: str | Path, subjects, normalize: str = "none") -> list[
     return out
 
 
-def load_benchmark(data_dir: str | Path | None, subjects: list[str] | None, normalize: str = "none") -> tuple[list[SubjectData], dict]:
-    """The selected subjects (None: all six) from `data_dir`, else from the Hub, and where they were read."""
-    selected = select_subjects(subjects)
+def load_benchmark(data_dir: str | Path | None, subjects: list[str] | None, normalize: str = "none",
+                   registry: Registry | None = None) -> tuple[list[SubjectData], dict]:
+    """The selected subjects and groups (None: the devops group) from `data_dir`, else from the Hub
+    (a tasks file's own subjects: from their files), and where and how they were selected and read.
+
+    A subject chosen through a group whose files are all absent from `data_dir` is left out with a
+    warning (a copy of CMMLU or C-Eval may lack some subjects) and recorded as missing; one named
+    on its own must be there."""
+    registry = registry or builtin_registry()
+    if not subjects and registry.tasks_file:  # a tasks file alone: its own subjects
+        subjects = [registry.tasks_file["group"]]
+    selected = select_subjects(subjects, registry)
+    named = {n.strip() for n in subjects or []}
+    missing: list[str] = []
     if data_dir:
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise TaskError(f"data directory not found: {root}")
+        missing = [s.key for s in selected if s.key not in named and s.builtin
+                   and not any((root / s.local_file(split)).exists() for split in (s.split, s.fewshot_split))]
+        if len(missing) == len(selected):
+            raise TaskError(f"{root} has none of the selected subjects' files (e.g. {selected[0].local_file(selected[0].split)})")
+        if missing:
+            log.warning("%s has no files of %d selected subject(s), left out: %s", root, len(missing), ", ".join(missing))
+        selected = tuple(s for s in selected if s.key not in missing)
         data = load_local(data_dir, selected, normalize)
-        return data, {"source": "local", "dir": str(Path(data_dir).expanduser().resolve()), "normalize": normalize}
-    return load_hub(selected, normalize), {"source": "hub", "normalize": normalize}
+        info = {"source": "local", "dir": str(root.resolve()), "normalize": normalize}
+    else:
+        own = [s for s in selected if s.benchmark.root is not None]
+        theirs = [s for s in selected if s.benchmark.root is None]
+        loaded = {d.subject.key: d for d in [*load_hub(theirs, normalize), *(load_local(None, own, normalize) if own else [])]}
+        data = [loaded[s.key] for s in selected]
+        info = {"source": "hub" if theirs else "local", "normalize": normalize}
+    info["selection"] = selection(registry, [s.key for s in selected], subjects, missing)
+    return data, info
+
+
+def selection(registry: Registry, keys: list[str], names: list[str] | None, missing: list[str] = ()) -> dict:
+    """How a run's subjects were chosen, for its record: the names given (the devops group when
+    none), the tasks file, the subjects left out, and the categories and groups to report as
+    (name, title, kind, subjects in the run, subjects in the registry)."""
+    named = registry.named_groups(names)
+    group = ",".join(n.strip() for n in names) if names else (registry.tasks_file or {}).get("group", GROUP)
+    if names and set(keys) <= set(registry.groups[GROUP].subjects) and not named:
+        group = GROUP  # subjects of the devops group, named one by one: recorded as before
+    return {
+        "group": group,
+        "tasks_file": registry.tasks_file,
+        "missing": tuple(missing),
+        "parts": tuple((g.name, g.title, g.kind, inside, len(g.subjects)) for g, inside in registry.breakdown(keys, named)),
+    }
 
 
 # --- Hugging Face Hub -------------------------------------------------------------------------
@@ -215,7 +320,7 @@ def load_benchmark(data_dir: str | Path | None, subjects: list[str] | None, norm
 
 def read_archive_member(archive: str | Path, subject: Subject, split: str) -> tuple[bytes, str]:
     """Bytes of a split file inside a benchmark's zip archive, and the member's name."""
-    wanted = subject.benchmark.hub["member"].format(split=split, key=subject.key)
+    wanted = subject.benchmark.hub["member"].format(split=split, key=subject.file_name, name=subject.file_name)
     try:
         with zipfile.ZipFile(archive) as zf:
             # Archives differ in their top folder; match on the benchmark's own relative path.
@@ -256,6 +361,8 @@ def load_hub(subjects, normalize: str = "none", repos: dict[str, str] | None = N
     out = []
     for subject in subjects:
         hub = subject.benchmark.hub
+        if not hub:
+            raise TaskError(f"{subject.key}: {subject.benchmark.title} has no Hub copy; pass --data-dir")
         repo = repos.get(subject.benchmark.key, hub["repo"])
         splits, sources = {}, {}
         for split in (subject.split, subject.fewshot_split):
@@ -268,7 +375,7 @@ def load_hub(subjects, normalize: str = "none", repos: dict[str, str] | None = N
                 where["file"] = f"{hub['file']}/{member}"
             else:
                 name = f"{repo}@{hub['revision'][:7]}:{subject.key}/{split}"
-                rows = _load_parquet_split(repo, hub["config"].format(key=subject.key), split, hub["revision"])
+                rows = _load_parquet_split(repo, hub["config"].format(key=subject.file_name, name=subject.file_name), split, hub["revision"])
                 questions = rows_to_questions(rows, subject, name, split)
                 raw = None
             _check_count(questions, subject, split, name)

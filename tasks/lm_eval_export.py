@@ -1,7 +1,7 @@
-"""The six subjects as lm-evaluation-harness task YAMLs, built from the `lm-eval` protocol.
+"""Subjects as lm-evaluation-harness task YAMLs, built from the `lm-eval` protocol.
 
-lm-eval users then run `lm_eval --include_path DIR --tasks devops` on the very files this
-harness reads. Paths are absolute: lm-eval resolves relative `data_files` against the working
+lm-eval users then run `lm_eval --include_path DIR --tasks devops` (or the group they exported)
+on the very files this harness reads (CSV, or a tasks file's JSONL). Paths are absolute: lm-eval resolves relative `data_files` against the working
 directory, not the YAML's folder.
 """
 
@@ -32,12 +32,12 @@ def task_config(d: SubjectData, protocol: Protocol, data_dir: Path) -> dict:
         raise TaskError(f"protocol {protocol.name} does not join examples the way lm-eval does; export the lm-eval protocol")
     s, bench = d.subject, d.subject.benchmark
     question = "{{" + bench.question_column + (".strip()" if protocol.strip_question else "") + "}}"
-    doc_to_text = protocol.block.format(question=question, **{x: "{{" + x + "}}" for x in LETTERS})
+    doc_to_text = protocol.block.format(question=question, **{x: "{{" + _option(bench, i) + "}}" for i, x in enumerate(LETTERS)})
     files = {split: str((data_dir / s.local_file(split)).resolve()) for split in (s.split, s.fewshot_split)}
     return {
         "task": task_name(s.key),
         "tag": [f"{GROUP}_{bench.key}"],
-        "dataset_path": "csv",
+        "dataset_path": "json" if bench.layout == "jsonl" else "csv",
         "dataset_kwargs": dataset_kwargs(d, files),
         "test_split": s.split,
         "fewshot_split": s.fewshot_split,
@@ -56,6 +56,8 @@ def task_config(d: SubjectData, protocol: Protocol, data_dir: Path) -> dict:
 
 def dataset_kwargs(d: SubjectData, files: dict[str, str]) -> dict:
     """How lm-eval's `datasets.load_dataset("csv", ...)` must read the files to see our cells."""
+    if d.subject.benchmark.layout == "jsonl":
+        return {"data_files": files}
     kwargs = {"data_files": files, "keep_default_na": False, "na_filter": False}  # "None" stays "None"
     if d.subject.benchmark.optional_columns:
         # C-Eval's dev split has an extra `explanation` column; one csv load needs equal columns.
@@ -67,39 +69,53 @@ def check_lm_eval_reads_the_same_cells(d: SubjectData, kwargs: dict) -> None:
     """Load the files as lm-eval will and compare every rendered cell with the harness's own."""
     import datasets
 
-    loaded = datasets.load_dataset("csv", **kwargs)
     bench = d.subject.benchmark
+    loaded = datasets.load_dataset("json" if bench.layout == "jsonl" else "csv", **kwargs)
     for split, questions in ((d.subject.split, d.questions), (d.subject.fewshot_split, d.shots)):
         rows = loaded[split]
         if len(rows) != len(questions):
             raise TaskError(f"lm-eval would read {len(rows)} rows from {kwargs['data_files'][split]}, not {len(questions)}")
         for q, row in zip(questions, rows):
-            ours = {bench.question_column: q.question, bench.answer_column: q.answer, **dict(zip(LETTERS, q.options))}
+            ours = {bench.question_column: q.question, bench.answer_column: q.answer,
+                    **{_option(bench, i): o for i, o in enumerate(q.options)}}
             for column, text in ours.items():
-                if str(row[column]) != text:
+                cell = _cell(row, column)
+                if str(cell) != text:
                     raise TaskError(
                         f"lm-eval would read {kwargs['data_files'][split]} record {q.id} column {column} "
-                        f"as {row[column]!r}, not {text!r}"
+                        f"as {cell!r}, not {text!r}"
                     )
 
 
-def group_config(data: list[SubjectData]) -> dict:
-    """The `devops` group: accuracy over all questions (subjects weighted by size)."""
+def _option(bench, index: int) -> str:
+    """The lm-eval expression of option `index`: its column, or an item of the options list field."""
+    return f"{bench.options_field}[{index}]" if bench.options_field else LETTERS[index]
+
+
+def _cell(row, expression: str):
+    if expression.endswith("]"):
+        name, index = expression[:-1].split("[")
+        return row[name][int(index)]
+    return row[expression]
+
+
+def group_config(data: list[SubjectData], group: str | None = None) -> dict:
+    """The group (default `devops`): accuracy over all questions (subjects weighted by size)."""
     return {
-        "group": GROUP,
+        "group": group or GROUP,
         "task": [task_name(d.subject.key) for d in data],
         "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True}],
         "metadata": {"version": 1.0},
     }
 
 
-def task_files(data: list[SubjectData], protocol: Protocol, data_dir: Path) -> dict[str, str]:
-    """One YAML per subject and the group YAML, by file name; every subject is checked first."""
+def task_files(data: list[SubjectData], protocol: Protocol, data_dir: Path, group: str | None = None) -> dict[str, str]:
+    """One YAML per subject and the group YAML (default `devops`), by file name; every subject is checked first."""
     configs = [task_config(d, protocol, data_dir) for d in data]
     for d, config in zip(data, configs):
         check_lm_eval_reads_the_same_cells(d, config["dataset_kwargs"])
     files = {f"{config['task']}.yaml": _yaml(config) for config in configs}
-    files[f"_{GROUP}.yaml"] = _yaml(group_config(data))
+    files[f"_{group or GROUP}.yaml"] = _yaml(group_config(data, group))
     return files
 
 

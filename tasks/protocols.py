@@ -37,7 +37,7 @@ class Protocol:
     def header_for(self, subject: Subject) -> str:
         template = self.header
         if isinstance(template, dict):
-            template = template[subject.benchmark.key]
+            template = template[subject.benchmark.prompt_style]
         return template.format(name_zh=subject.name_zh)
 
     def render_block(self, q: Question) -> str:
