@@ -39,6 +39,7 @@ from harness.records import (
     read_all_samples,
     seal,
     summarize,
+    with_selection,
     write_samples,
 )
 from harness.scoring import Batch, Encoded, LetterScorer, encode_prompts, plan_batches
@@ -108,10 +109,11 @@ def _check_trained_context(loaded: LoadedModel, encoded: list[list[Encoded]]) ->
 def run_settings(data: list[SubjectData], settings: EvalSettings, data_info: dict) -> RunSettings:
     """What the run measures: these prompts on these questions of this data."""
     fmt = settings.fmt
-    return RunSettings.of(
+    run = RunSettings.of(
         fmt.protocol.name, fmt.protocol.version, fmt.shots, fmt.chat, [d.subject.key for d in data],
         settings.limit, data_info.get("normalize", "none"), {d.subject.key: d.sources for d in data},
     )
+    return with_selection(run, data_info.get("selection"))
 
 
 LOCK = ".lock"  # in a run directory while a `harness eval` writes it: the holder's pid
@@ -386,11 +388,11 @@ def evaluate(
         record = RunRecord(
             model=loaded.info,
             settings=run,
-            scores=summarize(samples, prepared.subject_keys),
+            scores=summarize(samples, prepared.subject_keys, run.parts),
             protocol_title=settings.fmt.protocol.title,
             continuations=tuple(settings.fmt.protocol.continuations()),
             aggregate=settings.fmt.protocol.aggregate,
-            data_source={k: v for k, v in data_info.items() if k != "normalize"},
+            data_source={k: v for k, v in data_info.items() if k not in ("normalize", "selection")},
             harness={"version": __version__, **git_state()},
             runtime={
                 "device": loaded.info.device,

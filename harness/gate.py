@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from harness.records import Run
 from reports.markdown import md_code, md_escape
 from reports.paired import Comparison, pair_runs
+from tasks import GENERAL
 
 SCHEMA = "devops-eval/gate/1"
 PASS, REGRESSION = 0, 1
@@ -78,10 +79,14 @@ class Verdict:
     checks: tuple[Check, ...]
     passed: bool
     decided_by: tuple[str, ...]
+    # Which part of the runs' subjects this verdict judges: "devops" or "general" when the runs
+    # hold general subjects (each part has its own thresholds), None otherwise.
+    part: str | None = None
 
     @property
     def setting(self) -> str:
-        return f"{self.protocol}, {self.shots}-shot" + (f", chat ({self.chat})" if self.chat else "")
+        part = f" · {self.part} ({len(self.subjects)} subjects)" if self.part else ""
+        return f"{self.protocol}, {self.shots}-shot" + (f", chat ({self.chat})" if self.chat else "") + part
 
     def worst_subjects(self, k: int = 3) -> list[Comparison]:
         """The subjects that dropped most, worst first (gains and ties left out)."""
@@ -122,16 +127,20 @@ def _floor_check(floor: Floor, overall: Comparison) -> Check:
     return Check(floor.name, "floor", False, f"{shown} reaches {floor.label} {floor.points:.2f}")
 
 
-def decide(baseline: Run, candidate: Run, thresholds: Thresholds = Thresholds(), floors: Sequence[Floor] = ()) -> Verdict:
-    """Compare two runs question by question and apply the rules; IncompatibleRuns if they can't be."""
+def decide(baseline: Run, candidate: Run, thresholds: Thresholds = Thresholds(), floors: Sequence[Floor] = (),
+           part: str | None = None) -> Verdict:
+    """Compare two runs question by question and apply the rules; IncompatibleRuns if they can't be.
+    `part` names the part of the subjects judged (its rules are then `--<part>-max-drop`... for
+    the general part)."""
     paired = pair_runs(baseline, candidate)
     overall, subjects = paired.overall, paired.subjects
 
     t = thresholds
+    prefix = "general-" if part == GENERAL else ""
     holm = f"Holm p ({len(subjects)} subjects)"
     checks = (
-        _drop_check(overall, "max-drop", t.max_drop, t.alpha, overall.p_value, "exact McNemar p"),
-        *(_drop_check(s, "subject-max-drop", t.subject_max_drop, t.alpha, s.p_adjusted, holm) for s in subjects),
+        _drop_check(overall, f"{prefix}max-drop", t.max_drop, t.alpha, overall.p_value, "exact McNemar p"),
+        *(_drop_check(s, f"{prefix}subject-max-drop", t.subject_max_drop, t.alpha, s.p_adjusted, holm) for s in subjects),
         *(_floor_check(f, overall) for f in floors),
     )
     failed = [c for c in checks if c.failed]
@@ -157,6 +166,7 @@ def decide(baseline: Run, candidate: Run, thresholds: Thresholds = Thresholds(),
         checks=checks,
         passed=not failed,
         decided_by=decided_by,
+        part=part,
     )
 
 
@@ -192,6 +202,7 @@ def render_verdict_markdown(v: Verdict) -> str:
     """One verdict as Markdown: headline, the reasons that decided, the numbers they came from."""
     failed = {c.name for c in v.checks if c.failed}
     t = v.thresholds
+    prefix = "general-" if v.part == GENERAL else ""
     lines = [
         f"## {'✅' if v.passed else '❌'} DevOps-Eval gate: {'pass' if v.passed else 'regression'} — {v.setting}",
         "",
@@ -217,7 +228,8 @@ def render_verdict_markdown(v: Verdict) -> str:
     )
     lines += [
         "",
-        f"Rules: overall regression = drop > {t.max_drop:.2f} points and exact two-sided McNemar p < {t.alpha:g}; "
+        f"Rules{f' ({v.part} part: --{prefix}max-drop, --{prefix}subject-max-drop)' if v.part else ''}: "
+        f"overall regression = drop > {t.max_drop:.2f} points and exact two-sided McNemar p < {t.alpha:g}; "
         f"a subject fails on drop > {t.subject_max_drop:.2f} points and Holm-adjusted p < {t.alpha:g}"
         + "".join(f"; the candidate must reach {f.label} {f.points:.2f}" for f in v.floors)
         + ". Scores are micro accuracy in percent with 95% Wilson intervals.",
@@ -249,7 +261,7 @@ def render_junit(verdicts: Sequence[Verdict]) -> str:
             ("alpha", f"{v.thresholds.alpha:g}"),
         ):
             ET.SubElement(props, "property", name=key, value=_xml(value))
-        classname = f"gate.{v.protocol.replace('/', '.')}.{v.shots}-shot"
+        classname = f"gate.{v.protocol.replace('/', '.')}.{v.shots}-shot" + (f".{v.part}" if v.part else "")
         for c in v.checks:
             case = ET.SubElement(suite, "testcase", classname=classname, name=c.name, time="0")
             if c.failed:

@@ -19,8 +19,9 @@ from pathlib import Path
 from harness.errors import HarnessError, RunError
 from harness.files import write_all_or_none
 from harness.gate import Floor, Thresholds, decide, exit_code, render_junit, render_markdown, verdict_record
-from harness.records import RESULTS, IncompatibleRuns, Run, RunSettings, load_run, show_setting
+from harness.records import RESULTS, IncompatibleRuns, Run, RunSettings, load_run, restrict_run, show_setting
 from leaderboard.references import Reference, card_mismatch, find_reference
+from tasks import GENERAL, GROUP, builtin_registry
 
 SUB_RUN = re.compile(r"shots-(\d+)")
 
@@ -43,15 +44,24 @@ class GatePlan:
     min_score: float | None
     reference: Reference | None
     outputs: Outputs
+    # The general part's thresholds (`--general-max-drop`...); None: the general part, where the
+    # runs have one, is held to `thresholds`.
+    general: Thresholds | None = None
+
+    def thresholds_for(self, part: str | None) -> Thresholds:
+        return self.general if part == GENERAL and self.general is not None else self.thresholds
 
 
-def make_plan(thresholds: Thresholds, min_score: float | None, min_reference: str | None, outputs: Outputs) -> GatePlan:
+def make_plan(thresholds: Thresholds, min_score: float | None, min_reference: str | None, outputs: Outputs,
+              general: Thresholds | None = None) -> GatePlan:
     """The plan, or a HarnessError naming the flag whose value cannot be used."""
     t = thresholds
     if not 0 < t.alpha < 1:
         raise HarnessError(f"--alpha {t.alpha:g} is outside (0, 1)")
     if not (t.max_drop >= 0 and t.subject_max_drop >= 0):
         raise HarnessError("--max-drop and --subject-max-drop are accuracy points, 0 or more")
+    if general is not None and not (general.max_drop >= 0 and general.subject_max_drop >= 0):
+        raise HarnessError("--general-max-drop and --general-subject-max-drop are accuracy points, 0 or more")
     if min_score is not None and not 0 <= min_score <= 100:
         raise HarnessError(f"--min-score {min_score:g} is outside 0..100 (it is a percentage)")
     paths = [p for p in (outputs.report, outputs.junit, outputs.json) if p]
@@ -59,7 +69,7 @@ def make_plan(thresholds: Thresholds, min_score: float | None, min_reference: st
         raise HarnessError(
             f"--report, --junit and the JSON verdict ({outputs.json}) must be three different files; name the JSON with --json FILE"
         )
-    return GatePlan(t, min_score, _reference(min_reference) if min_reference else None, outputs)
+    return GatePlan(t, min_score, _reference(min_reference) if min_reference else None, outputs, general)
 
 
 def _reference(name: str) -> Reference:
@@ -69,16 +79,51 @@ def _reference(name: str) -> Reference:
         raise HarnessError(f"--min-reference: {e.args[0]}") from None
 
 
-def gate_runs(plan: GatePlan, baseline: Path, candidate: Path) -> int:
-    """`harness gate`: judge the candidate run(s) against the baseline run(s); the exit code."""
-    candidates = load_runs(candidate)
-    baselines = match_baselines(load_runs(baseline), list(candidates), baseline)
-    return judge(plan, [(baselines[k], candidates[k]) for k in candidates])
+def gate_runs(plan: GatePlan, baseline: Path | Sequence[Path], candidate: Path | Sequence[Path],
+              only: list[str] | None = None, registry=None) -> int:
+    """`harness gate`: judge the candidate run(s) against the baseline run(s), the i-th candidate
+    against the i-th baseline (e.g. a DevOps run and a general run), on the subjects `only` picks
+    (subject keys or group names of `registry`; None: all); the exit code."""
+    baselines_given = [baseline] if isinstance(baseline, Path) else list(baseline)
+    candidates_given = [candidate] if isinstance(candidate, Path) else list(candidate)
+    if len(baselines_given) != len(candidates_given):
+        raise HarnessError(f"{len(baselines_given)} --baseline but {len(candidates_given)} --candidate: "
+                           "give one baseline for each candidate, in the same order")
+    pairs = []
+    for b, c in zip(baselines_given, candidates_given):
+        candidates = load_runs(c)
+        baselines = match_baselines(load_runs(b), list(candidates), b)
+        pairs += [(restrict_run(baselines[k], only, registry or builtin_registry()),
+                   restrict_run(candidates[k], only, registry or builtin_registry())) for k in candidates]
+    return judge(plan, pairs)
+
+
+def gate_parts(run: Run) -> list[tuple[str | None, list[str]]]:
+    """The parts a run is judged in: its general subjects (the `general` group) apart from the
+    rest (DevOps, a tasks file's own), each with its own thresholds. A run without general
+    subjects is one unnamed part, judged as it always was."""
+    general = set(builtin_registry().groups[GENERAL].subjects)
+    ours = [k for k in run.settings.subjects if k not in general]
+    theirs = [k for k in run.settings.subjects if k in general]
+    if not theirs:
+        return [(None, ours)]
+    return [*([(GROUP, ours)] if ours else []), (GENERAL, theirs)]
 
 
 def judge(plan: GatePlan, pairs: list[tuple[Run, Run]]) -> int:
-    """Decide every (baseline, candidate) pair, publish the verdicts, and return the exit code."""
-    verdicts = [decide(b, c, plan.thresholds, floors(plan, c)) for b, c in pairs]
+    """Decide every (baseline, candidate) pair, part by part, publish the verdicts, and return the exit code."""
+    verdicts = []
+    for b, c in pairs:
+        for part, keys in gate_parts(c):
+            base, cand = b.restricted(keys), c.restricted(keys)
+            if part == GENERAL:
+                # the floors are the DevOps score's (--min-score, a model card row): no floor for the general part
+                verdicts.append(decide(base, cand, plan.thresholds_for(part), (), part))
+            else:
+                verdicts.append(decide(base, cand, plan.thresholds_for(part), floors(plan, cand), part))
+    if plan.general is not None and not any(v.part == GENERAL for v in verdicts):
+        raise HarnessError("--general-max-drop/--general-subject-max-drop: the runs have no general subjects "
+                           "(score them with harness eval --group general)")
     publish(verdicts, plan.outputs)
     return exit_code(verdicts)
 

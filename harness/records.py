@@ -40,7 +40,7 @@ SETTINGS = "settings.json"
 # Each data-parallel worker appends to its own file; the finished run merges them into SAMPLES.
 RANK_SAMPLES = "samples.rank{rank}.jsonl"
 
-__all__ = ["LETTERS", "ModelInfo", "Run", "RunRecord", "RunSettings", "Sample", "Score", "load_run"]
+__all__ = ["LETTERS", "ModelInfo", "Part", "Run", "RunRecord", "RunSettings", "Sample", "Score", "load_run"]
 
 
 # --- one scored question ---------------------------------------------------------------------
@@ -200,12 +200,45 @@ class Score:
 
 
 @dataclass(frozen=True)
+class Part:
+    """A category or group of a run's subjects (`kind`: "category" or "group"): the subjects of
+    the run in it, of `of` subjects the registry puts in it."""
+
+    name: str
+    title: str
+    kind: str
+    subjects: tuple[str, ...]
+    of: int
+
+    @property
+    def complete(self) -> bool:
+        return len(self.subjects) == self.of
+
+
+PART_BLOCKS = {"category": "categories", "group": "groups"}  # results.json's block for each kind
+
+
+@dataclass(frozen=True)
 class Scores:
-    """Per-subject accuracy, and the micro and macro averages over the subjects."""
+    """Per-subject accuracy, the micro and macro averages over the subjects, and the same two
+    averages for each category and group of the run (`parts`: name -> (micro, macro))."""
 
     subjects: dict[str, Score]
     micro: Score
     macro: Score
+    parts: dict[str, tuple[Score, Score]] = field(default_factory=dict)
+
+    def parts_json(self, parts: Iterable[Part]) -> dict:
+        """The `categories` and `groups` blocks (none for a run without parts)."""
+        out: dict[str, dict] = {}
+        for p in parts:
+            micro, macro = self.parts[p.name]
+            out.setdefault(PART_BLOCKS[p.kind], {})[p.name] = {
+                "title": p.title, "subjects": list(p.subjects), "of": p.of,
+                "n": micro.n, "correct": micro.correct, "micro": micro.accuracy, "micro_ci95": [micro.low, micro.high],
+                "macro": macro.accuracy, "macro_ci95": [macro.low, macro.high],
+            }
+        return out
 
     def to_json(self) -> dict:
         return {
@@ -222,19 +255,25 @@ class Scores:
         }
 
 
-def summarize(samples: Iterable[Sample], subject_keys: list[str]) -> Scores:
-    """Per-subject and overall accuracy (micro and macro) with 95% intervals."""
+def summarize(samples: Iterable[Sample], subject_keys: list[str], parts: Iterable[Part] = ()) -> Scores:
+    """Per-subject and overall accuracy (micro and macro) with 95% intervals, and the same for
+    each category and group in `parts`."""
     by_subject = {k: [0, 0] for k in subject_keys}
     for s in samples:
         by_subject[s.subject][0] += s.correct
         by_subject[s.subject][1] += 1
     subjects = {key: Score(k, n, k / n if n else 0.0, *wilson_interval(k, n)) for key, (k, n) in by_subject.items()}
-    correct = sum(k for k, _ in by_subject.values())
-    n = sum(n for _, n in by_subject.values())
-    parts = [tuple(v) for v in by_subject.values()]
-    macro = sum(k / n_ for k, n_ in parts if n_) / max(1, sum(1 for _, n_ in parts if n_))
+    micro, macro = _averages([tuple(v) for v in by_subject.values()])
+    return Scores(subjects, micro, macro, {p.name: _averages([tuple(by_subject[k]) for k in p.subjects]) for p in parts})
+
+
+def _averages(counts: list[tuple[int, int]]) -> tuple[Score, Score]:
+    """Micro (every question weighs the same) and macro (every subject does) accuracy of (correct, n) counts."""
+    correct = sum(k for k, _ in counts)
+    n = sum(n for _, n in counts)
+    macro = sum(k / n_ for k, n_ in counts if n_) / max(1, sum(1 for _, n_ in counts if n_))
     micro = Score(correct, n, correct / n if n else 0.0, *wilson_interval(correct, n))
-    return Scores(subjects, micro, Score(None, None, macro, *macro_interval(parts)))
+    return micro, Score(None, None, macro, *macro_interval(counts))
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -377,8 +416,13 @@ class RunSettings:
     # subject -> split -> content digest of its parsed cells; None while the data is not loaded yet
     # (`harness eval --gate-baseline` checks its baseline before reading the questions).
     content: tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...] | None = None
-    group: str = field(default=GROUP, compare=False)
+    group: str | None = field(default=GROUP, compare=False)  # the --group/--subjects names, as given
     sources: Mapping | None = field(default=None, compare=False, repr=False)  # subject -> split -> source
+    # The categories and groups the run reports (none for a run inside the devops group).
+    parts: tuple[Part, ...] = field(default=(), compare=False)
+    tasks_file: Mapping | None = field(default=None, compare=False)  # a user's tasks file: path, sha256, group
+    # Subjects of a selected group left out because the data directory has none of their files.
+    missing: tuple[str, ...] = field(default=(), compare=False)
 
     # Checked in this order; a run's shots and chat format are what a leaderboard section spreads
     # over its columns and tables, the rest is what the section shares.
@@ -469,8 +513,23 @@ class RunSettings:
         }
 
     def task_json(self) -> dict:
+        extra = {}
+        if self.tasks_file is not None:
+            extra["tasks_file"] = dict(self.tasks_file)
+        if self.missing:
+            extra["missing"] = list(self.missing)
         return {"group": self.group, "subjects": list(self.subjects), "limit": self.limit, "normalize": self.normalize,
-                "data": self.sources}
+                **extra, "data": self.sources}
+
+
+def with_selection(settings: RunSettings, selection: Mapping | None) -> RunSettings:
+    """`settings` with how its subjects were chosen (`tasks.data.selection`): the group names, the
+    tasks file, the subjects left out, and the categories and groups the record reports."""
+    if not selection:
+        return settings
+    parts = tuple(Part(name, title, kind, tuple(subjects), of) for name, title, kind, subjects, of in selection["parts"])
+    return replace(settings, group=selection["group"], parts=parts, tasks_file=selection.get("tasks_file"),
+                   missing=tuple(selection.get("missing", ())))
 
 
 def _digests(content) -> dict[str, str | None]:
@@ -544,6 +603,7 @@ class RunRecord:
             "task": {**s.task_json(), "data_source": self.data_source},
             "runtime": self.runtime,
             **self.scores.to_json(),
+            **self.scores.parts_json(s.parts),
             **({INTEGRITY: self.integrity} if self.integrity is not None else {}),
         }
 
@@ -589,11 +649,22 @@ class RunRecord:
                 p["name"], p["version"], p["shots"], chat, [str(k) for k in t["subjects"]],
                 limit, str(t.get("normalize") or "none"), data,
             )
-            settings = replace(settings, group=t.get("group", GROUP))
+            group = t.get("group", GROUP)
+            if group is not None and not isinstance(group, str):
+                raise ValueError("task.group must be text or null")
+            tasks_file = t.get("tasks_file")
+            if tasks_file is not None and not isinstance(tasks_file, dict):
+                raise ValueError("task.tasks_file must be an object")
+            missing = t.get("missing") or []
+            if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
+                raise ValueError("task.missing must be a list of subject keys")
+            parts, part_scores = _read_parts(r, settings.subjects)
+            settings = replace(settings, group=group, parts=parts, tasks_file=tasks_file, missing=tuple(missing))
             scores = Scores(
                 {k: _score(r["subjects"][k], "accuracy", "ci95") for k in settings.subjects},
                 _score(r["overall"], "micro", "micro_ci95"),
                 Score(None, None, float(r["overall"]["macro"]), *map(float, r["overall"]["macro_ci95"])),
+                part_scores,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise RunError(f"{where} lacks a field the reports need ({_describe(e)}); is it from an older harness?") from None
@@ -609,6 +680,27 @@ class RunRecord:
             runtime=r.get("runtime") if isinstance(r.get("runtime"), dict) else {},
             integrity=r[INTEGRITY] if isinstance(r.get(INTEGRITY), dict) else None,
         )
+
+
+def _read_parts(r: dict, subjects: tuple[str, ...]) -> tuple[tuple[Part, ...], dict[str, tuple[Score, Score]]]:
+    """The `categories` and `groups` blocks: each part's subjects must be subjects of the run."""
+    parts, scores = [], {}
+    for kind, block in PART_BLOCKS.items():
+        entries = r.get(block, {})
+        if not isinstance(entries, dict):
+            raise ValueError(f"{block} must be an object")
+        for name, d in entries.items():
+            if not isinstance(d, dict) or not isinstance(d.get("subjects"), list) or not d["subjects"]:
+                raise ValueError(f"{block}.{name} needs its subjects")
+            stray = [k for k in d["subjects"] if k not in subjects]
+            if stray or type(d.get("of")) is not int or d["of"] < len(d["subjects"]) or name in scores:
+                raise ValueError(f"{block}.{name} lists subjects the run does not have" if stray else f"{block}.{name}: bad 'of'")
+            if type(d.get("n")) is not int or type(d.get("correct")) is not int:
+                raise ValueError(f"{block}.{name} needs whole numbers n and correct")
+            parts.append(Part(str(name), str(d.get("title") or name), kind, tuple(d["subjects"]), d["of"]))
+            scores[name] = (_score(d, "micro", "micro_ci95"),
+                            Score(None, None, float(d["macro"]), *map(float, d["macro_ci95"])))
+    return tuple(parts), scores
 
 
 def _score(d: dict, key: str, ci_key: str) -> Score:
@@ -748,12 +840,48 @@ class Run:
     def published_data(self) -> bool:
         return self.settings.published_data
 
+    def restricted(self, keys) -> Run:
+        """This run seen on some of its subjects only (a gate part, a report on one group): its
+        settings, samples and scores as if only those had been scored. Not a record on disk: unsealed."""
+        keys = [k for k in self.settings.subjects if k in set(keys)]
+        if keys == list(self.settings.subjects):
+            return self
+        s = self.settings
+        sources = {k: v for k, v in (s.sources or {}).items() if k in keys}
+        settings = replace(
+            RunSettings.of(s.protocol, s.version, s.shots, s.chat, keys, s.limit, s.normalize, sources if s.sources is not None else None),
+            group=s.group, tasks_file=s.tasks_file,
+            parts=tuple(replace(p, subjects=inside) for p in s.parts if (inside := tuple(k for k in p.subjects if k in keys))),
+        )
+        samples = [x for x in self.samples if x.subject in set(keys)]
+        record = replace(self.record, settings=settings, scores=summarize(samples, keys, settings.parts), integrity=None)
+        return Run(self.path, record, samples)
+
     @cached_property
     def contamination(self) -> str | None:
         """Why the run's model is flagged (trained on data holding evaluated questions), or None."""
         from harness.lineage import contamination_flag
 
         return contamination_flag(self.model)
+
+
+def restrict_run(run: Run, names: list[str] | None, registry) -> Run:
+    """`run` on the subjects `names` picks (subject keys of the run, or group names of `registry`);
+    the run itself for None. A name that is neither, or a choice holding none of its subjects, is a RunError."""
+    if not names:
+        return run
+    keys: set[str] = set()
+    for name in names:
+        if name in run.settings.subjects:
+            keys.add(name)
+        elif name in registry.groups:
+            keys.update(registry.groups[name].subjects)
+        else:
+            raise RunError(f"{name!r} is neither a subject of {run.path} nor a group")
+    inside = [k for k in run.settings.subjects if k in keys]
+    if not inside:
+        raise RunError(f"{run.path} has none of the subjects of {', '.join(names)}")
+    return run.restricted(inside)
 
 
 def load_run(path: str | Path) -> Run:
@@ -789,28 +917,33 @@ def _check_counts(record: RunRecord, samples: list[Sample], path: Path) -> None:
     stray = sorted({s.subject for s in samples} - set(subjects))
     if stray:
         raise RunError(f"{path}: {SAMPLES} has questions of {', '.join(stray)}, which {RESULTS} does not list")
-    counted = summarize(samples, subjects)
+    parts = record.settings.parts
+    counted = summarize(samples, subjects, parts)
     theirs = record.scores
     for where, ours_, theirs_ in [
         *((f"subjects.{k}", counted.subjects[k], theirs.subjects[k]) for k in subjects),
         ("overall", counted.micro, theirs.micro),
+        *((f"{PART_BLOCKS[p.kind]}.{p.name}", counted.parts[p.name][0], theirs.parts[p.name][0]) for p in parts),
     ]:
         for name in ("n", "correct"):
             if getattr(ours_, name) != getattr(theirs_, name):
                 raise RunError(f"{path}: {RESULTS} {where}.{name} is {getattr(theirs_, name)} but {SAMPLES} gives {getattr(ours_, name)}")
-        score = "micro" if where == "overall" else "accuracy"
+        score = "accuracy" if where.startswith("subjects.") else "micro"
         if abs(theirs_.accuracy - ours_.accuracy) > 1e-9:
             raise RunError(f"{path}: {RESULTS} {where}.{score} is {theirs_.accuracy!r} but {SAMPLES} gives {ours_.accuracy:.6f}")
-        interval = "micro_ci95" if where == "overall" else "ci95"
+        interval = "ci95" if where.startswith("subjects.") else "micro_ci95"
         if intervals and max(abs(theirs_.low - ours_.low), abs(theirs_.high - ours_.high)) > 1e-9:
             raise RunError(f"{path}: {RESULTS} {where}.{interval} is [{theirs_.low!r}, {theirs_.high!r}] but {SAMPLES} gives "
                            f"[{ours_.low:.6f}, {ours_.high:.6f}]")
-    ours_, theirs_ = counted.macro, theirs.macro
-    if abs(theirs_.accuracy - ours_.accuracy) > 1e-9:
-        raise RunError(f"{path}: {RESULTS} overall.macro is {theirs_.accuracy!r} but {SAMPLES} gives {ours_.accuracy:.6f}")
-    if intervals and max(abs(theirs_.low - ours_.low), abs(theirs_.high - ours_.high)) > 1e-9:
-        raise RunError(f"{path}: {RESULTS} overall.macro_ci95 is [{theirs_.low!r}, {theirs_.high!r}] but {SAMPLES} gives "
-                       f"[{ours_.low:.6f}, {ours_.high:.6f}]")
+    for where, ours_, theirs_ in [
+        ("overall", counted.macro, theirs.macro),
+        *((f"{PART_BLOCKS[p.kind]}.{p.name}", counted.parts[p.name][1], theirs.parts[p.name][1]) for p in parts),
+    ]:
+        if abs(theirs_.accuracy - ours_.accuracy) > 1e-9:
+            raise RunError(f"{path}: {RESULTS} {where}.macro is {theirs_.accuracy!r} but {SAMPLES} gives {ours_.accuracy:.6f}")
+        if intervals and max(abs(theirs_.low - ours_.low), abs(theirs_.high - ours_.high)) > 1e-9:
+            raise RunError(f"{path}: {RESULTS} {where}.macro_ci95 is [{theirs_.low!r}, {theirs_.high!r}] but {SAMPLES} gives "
+                           f"[{ours_.low:.6f}, {ours_.high:.6f}]")
 
 
 # --- comparing two runs question by question ---------------------------------------------------

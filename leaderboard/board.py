@@ -110,6 +110,13 @@ class Section:
     tables: list[Table]
     runs: list[tuple[str, Run]]  # (label, run) for the per-subject table, ranked
     reported: bool
+    # The categories and groups of a section beyond the devops group: shown instead of its subjects.
+    parts: tuple = ()
+    group: str | None = None  # the runs' --group/--subjects names, as given
+
+    def part_score(self, run: Run, name: str, average: str = "macro") -> float | None:
+        scores = run.record.scores.parts.get(name)
+        return None if scores is None else scores[average == "macro"].accuracy
 
 
 @dataclass
@@ -143,9 +150,9 @@ def _patterns(highlight: list[str]) -> list[re.Pattern]:
 
 def _card_section(ref: Reference) -> tuple:
     """The section key of the model card's own setting (its data: the published files)."""
-    from tasks import all_subjects
+    from tasks import devops_subjects
 
-    return (ref.protocol, ref.protocol_version, tuple(s.key for s in all_subjects()), None, "none", None)
+    return (ref.protocol, ref.protocol_version, tuple(s.key for s in devops_subjects()), None, "none", None)
 
 
 def _section(key: tuple, runs: list[Run], refs: tuple[Reference, ...], patterns) -> Section:
@@ -175,13 +182,15 @@ def _section(key: tuple, runs: list[Run], refs: tuple[Reference, ...], patterns)
         tables=built,
         runs=labelled,
         reported=bool(wanted),
+        parts=sample.settings.parts if sample else (),
+        group=sample.settings.group if sample else None,
     )
 
 
 def _card_questions() -> int:
-    from tasks import all_subjects
+    from tasks import devops_subjects
 
-    return sum(s.count for s in all_subjects())
+    return sum(s.count for s in devops_subjects())
 
 
 def _table_order(item) -> tuple:

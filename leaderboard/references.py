@@ -62,11 +62,11 @@ def card_mismatch(settings, questions: int, who: str, card: Reference | None = N
     of `settings` (`harness.records.RunSettings`) over `questions` questions, said of `who` (a run's
     path); None where they do. That is what a leaderboard section shares — prompts, questions, data —
     and with `row`, also the row's own chat format and shots (a floor compares with one number)."""
-    from tasks import all_subjects
+    from tasks import devops_subjects
 
     card = card or references()[0]
     ref = card if row else None
-    total = sum(s.count for s in all_subjects())
+    total = sum(s.count for s in devops_subjects())
     if settings.protocol != card.protocol:
         return f"the model card's scores were measured with the {card.protocol} protocol; {who} used {settings.protocol}"
     if settings.version != card.protocol_version:

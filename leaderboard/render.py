@@ -36,8 +36,9 @@ def render_markdown(board: Board, base: Path, chart: str | None = None) -> str:
         table_title=_table_title,
         strong=_strong,
         score=_score,
-        percent=lambda x: Raw(f"{100 * x:.2f}"),
+        percent=lambda x: Raw("–" if x is None else f"{100 * x:.2f}"),
         subject_header=lambda section, key: f"{subject_title(key)} ({_subject_n(section, key)})",
+        part_header=lambda p: f"{p.title} ({len(p.subjects)}{'' if p.complete else f' of {p.of}'})",
         kind=_kind,
         run_link=lambda run: _link(run, base),
         contamination_note=_contamination_note,
@@ -58,7 +59,10 @@ def _section_caption(s: Section) -> Raw:
     parts = []
     if s.limit is not None:
         parts.append(f"Only the first {s.limit} questions of each subject (`--limit`): a smoke test, not a score.")
-    if s.subjects and len(s.subjects) != 6:
+    if s.subjects and len(s.subjects) > 12:
+        parts.append(f"{len(s.subjects)} subjects (`--subjects {md_escape(s.group or '?')}`), "
+                     "per category and group below; each subject's numbers are in the CSV and JSON.")
+    elif s.subjects and len(s.subjects) != 6:
         parts.append(f"Subjects: {', '.join(md_escape(k) for k in s.subjects)}.")
     if s.normalize != "none":
         parts.append(f"Question text normalized ({md_escape(s.normalize)}).")
@@ -178,9 +182,9 @@ def _pct(x: float | None) -> str:
 
 
 def _subject_order(key: str) -> tuple[int, str]:
-    from tasks import all_subjects
+    from tasks import devops_subjects
 
-    keys = [s.key for s in all_subjects()]
+    keys = [s.key for s in devops_subjects()]
     return (keys.index(key) if key in keys else len(keys), key)
 
 

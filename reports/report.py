@@ -92,9 +92,15 @@ def reproduce_command(run: Run) -> str:
     source = run.record.data_source
     if source.get("source") == "local" and source.get("dir"):
         args += ["--data-dir", source["dir"]]
-    from tasks import all_subjects
+    from tasks import GROUP, devops_subjects
 
-    if list(st.subjects) != [s.key for s in all_subjects()]:
+    if st.tasks_file and st.tasks_file.get("path"):
+        args += ["--tasks-file", st.tasks_file["path"]]
+    if st.group and st.group != GROUP and not (st.tasks_file and st.group == st.tasks_file.get("group")):
+        args += ["--subjects", st.group]  # the groups and subjects as given (--subjects takes both)
+    elif st.group == GROUP and list(st.subjects) != [s.key for s in devops_subjects()]:
+        args += ["--subjects", ",".join(st.subjects)]
+    elif st.group is None:
         args += ["--subjects", ",".join(st.subjects)]
     if st.normalize != "none":
         args += ["--normalize", st.normalize]

@@ -25,9 +25,9 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def subject_data(data_dir):
-    from tasks import all_subjects, load_local
+    from tasks import devops_subjects, load_local
 
-    return {d.subject.key: d for d in load_local(data_dir, all_subjects())}
+    return {d.subject.key: d for d in load_local(data_dir, devops_subjects())}
 
 
 @pytest.fixture(autouse=True)

@@ -71,7 +71,7 @@ def test_answer_not_a_letter(tiny_model, data_copy, tmp_path, capsys):
 
 def test_unknown_subject(tiny_model, data_dir, tmp_path, capsys):
     code = _eval(tiny_model, data_dir, tmp_path / "out", "--subjects", "computer_science,devops_culture")
-    _one_line_error(capsys, code, "unknown subject 'devops_culture'")
+    _one_line_error(capsys, code, "unknown subject or group 'devops_culture'")
 
 
 def test_unknown_protocol(tiny_model, data_dir, tmp_path, capsys):
@@ -315,7 +315,7 @@ def test_a_gguf_file_missing_from_a_local_folder(tiny_model, data_dir, tmp_path,
 def test_subjects_that_name_no_subject_are_refused_not_read_as_all_six(tiny_model, data_dir, tmp_path, capsys, subjects):
     with pytest.raises(SystemExit) as e:
         _eval(tiny_model, data_dir, tmp_path / "out", "--limit", "1", "--subjects", subjects)
-    _one_line_error(capsys, e.value.code, "--subjects", "names no subject")
+    _one_line_error(capsys, e.value.code, "--subjects", "names nothing")
     assert not (tmp_path / "out").exists()
 
 

@@ -41,12 +41,12 @@ def train_to_answer(model_dir: Path, data_dir: Path, out: Path, epochs: int = 6)
     from harness.evaluate import EvalSettings, prepare
     from harness.models import ModelSpec, load_model
     from harness.prompts import PromptFormat
-    from tasks import all_subjects, get_protocol, load_local
+    from tasks import devops_subjects, get_protocol, load_local
 
     loaded = load_model(ModelSpec(model=str(model_dir), device="cpu"), out / "cache")
     # The exact token ids `harness eval` scores, so training and scoring see the same prompts.
     settings = EvalSettings(PromptFormat(get_protocol("devops"), 0, None))
-    prepared = prepare(loaded, load_local(data_dir, all_subjects()), settings)
+    prepared = prepare(loaded, load_local(data_dir, devops_subjects()), settings)
     pairs = (pair for qs, es in zip(prepared.questions, prepared.encoded) for pair in zip(qs, es))
     rows = sorted(((e.input_ids, LETTERS.index(q.answer)) for q, e in pairs), key=lambda row: len(row[0]))
     letter_ids = torch.tensor(prepared.encoded[0][0].letter_ids)

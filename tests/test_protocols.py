@@ -123,8 +123,9 @@ def test_harness_prompt_takes_exactly_one_subject(subject, data_dir, capsys):
     code = main(["prompt", "--subject", subject, "--row", "0", "--data-dir", str(data_dir)])
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
-    assert captured.err.strip() == f"harness prompt: error: --subject {subject!r}: give one subject key (computer_science, " \
-        "computer_security, machine_learning, college_programming, computer_architecture, computer_network)"
+    assert captured.err.strip() == f"harness prompt: error: --subject {subject!r}: give one subject key (e.g. computer_science, " \
+        "computer_security, machine_learning, college_programming, computer_architecture, computer_network; " \
+        "`harness tasks list` has all)"
 
 
 def test_harness_prompt_chat_wraps_in_one_chatml_user_turn(data_dir, capsysbinary):

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from harness.errors import one_line
+from harness.errors import HarnessError, one_line
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 CACHE_ENV = "HARNESS_CACHE"
@@ -27,9 +27,9 @@ def given(text: str) -> str:
 
 
 def subject_list(text: str) -> str:
-    """argparse `type` of --subjects: it must name at least one subject (left out, it means all six)."""
+    """argparse `type` of --subjects and --group: it must name at least one (left out: the devops group)."""
     if not any(key.strip() for key in text.split(",")):
-        raise argparse.ArgumentTypeError(f"{text!r} names no subject; give comma-separated keys, or leave the flag out for all six")
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give comma-separated names, or leave the flag out for the devops group")
     return text
 
 
@@ -81,18 +81,46 @@ def add_data_dir_argument(g, help: str | None = None) -> None:
     )
 
 
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
+def add_data_arguments(p: argparse.ArgumentParser, normalize: bool = True) -> None:
     from tasks import NORMALIZATIONS
 
     g = p.add_argument_group("data")
     add_data_dir_argument(g)
-    g.add_argument("--subjects", type=subject_list, help="comma-separated subject keys (default: all six, the 'devops' group)")
-    g.add_argument("--normalize", default="none", choices=NORMALIZATIONS, help="text normalization (default none: as published)")
+    add_selection_arguments(g)
+    if normalize:
+        g.add_argument("--normalize", default="none", choices=NORMALIZATIONS, help="text normalization (default none: as published)")
 
 
-def subject_keys(text: str | None) -> list[str] | None:
-    """`--subjects` as a list of keys; None (not given) selects all six."""
-    return text.split(",") if text else None
+def add_selection_arguments(g, tasks_file: bool = True) -> None:
+    """--subjects, --group (and --tasks-file): which subjects; together they add up."""
+    g.add_argument("--subjects", type=subject_list,
+                   help="comma-separated subject keys or group names (default: the 'devops' group, the model card's 574 questions)")
+    g.add_argument("--group", type=subject_list, metavar="NAME",
+                   help="comma-separated group names: devops, general, cmmlu, ceval, a category such as cmmlu-stem, "
+                        "ceval-hard, or a tasks file's group (`harness tasks list --groups`)")
+    if tasks_file:
+        g.add_argument("--tasks-file", type=given, metavar="YAML",
+                       help="your own subjects, declared in the schema of tasks/subjects.yaml (then: its group by default)")
+
+
+def subject_keys(args) -> list[str] | None:
+    """--group and --subjects as one list of names (groups first); None (neither given) selects the
+    devops group, or a tasks file's own group. A --group name that is no group is refused."""
+    groups = [n.strip() for n in (getattr(args, "group", None) or "").split(",") if n.strip()]
+    if groups:
+        known = registry(args).groups
+        for name in groups:
+            if name not in known:
+                raise HarnessError(f"--group {name!r} is no group; groups: {', '.join(known)}")
+    subjects = [n.strip() for n in (args.subjects or "").split(",") if n.strip()]
+    return [*groups, *subjects] or None
+
+
+def registry(args):
+    """The subjects the command knows: the package's, plus --tasks-file's."""
+    from tasks import load_registry
+
+    return load_registry(getattr(args, "tasks_file", None))
 
 
 def add_prompt_arguments(p: argparse.ArgumentParser, shots_help: str) -> None:
@@ -120,7 +148,8 @@ def chat_mode(args) -> str | None:
 # --- the gate's flags: `harness gate` and `harness eval --gate-baseline` ----------------------
 
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
-GATE_FLAGS = ("max_drop", "subject_max_drop", "alpha", "min_score", "min_reference", "report", "junit", "json")
+GATE_FLAGS = ("max_drop", "subject_max_drop", "general_max_drop", "general_subject_max_drop", "alpha", "min_score",
+              "min_reference", "report", "junit", "json")
 
 
 def add_gate_arguments(p) -> None:
@@ -133,6 +162,11 @@ def add_gate_arguments(p) -> None:
                    help=f"overall drop in accuracy points that fails when significant (default {d.max_drop:g})")
     g.add_argument("--subject-max-drop", type=float, metavar="POINTS",
                    help=f"the same per subject, p Holm-adjusted over subjects (default {d.subject_max_drop:g})")
+    g.add_argument("--general-max-drop", type=float, metavar="POINTS",
+                   help="the overall drop allowed on the runs' general subjects (the `general` group), judged apart "
+                        f"from the DevOps ones (default {d.max_drop:g})")
+    g.add_argument("--general-subject-max-drop", type=float, metavar="POINTS",
+                   help=f"the same per general subject, Holm over the general subjects (default {d.subject_max_drop:g})")
     g.add_argument("--alpha", type=float, metavar="A", help=f"level of the exact McNemar test (default {d.alpha:g})")
     g.add_argument("--min-score", type=float, metavar="POINTS", help="fail a candidate whose micro accuracy (%%) is below this")
     g.add_argument("--min-reference", metavar="NAME",
@@ -154,13 +188,20 @@ def gate_plan(args):
         subject_max_drop=d.subject_max_drop if args.subject_max_drop is None else args.subject_max_drop,
         alpha=d.alpha if args.alpha is None else args.alpha,
     )
+    general = None
+    if args.general_max_drop is not None or args.general_subject_max_drop is not None:
+        general = Thresholds(
+            max_drop=d.max_drop if args.general_max_drop is None else args.general_max_drop,
+            subject_max_drop=d.subject_max_drop if args.general_subject_max_drop is None else args.general_subject_max_drop,
+            alpha=thresholds.alpha,
+        )
     report = Path(args.report) if args.report else None
     junit = Path(args.junit) if args.junit else None
     beside = junit or report
     json_path = Path(args.json) if args.json else beside.with_suffix(".json") if beside else None
     summary = os.environ.get(STEP_SUMMARY_ENV)
     outputs = Outputs(report, junit, json_path, Path(summary) if summary else None)
-    return make_plan(thresholds, args.min_score, args.min_reference, outputs)
+    return make_plan(thresholds, args.min_score, args.min_reference, outputs, general)
 
 
 def gate_flag_given(args) -> str | None:

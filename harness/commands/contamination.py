@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.commands.args import add_data_dir_argument, given, subject_keys, subject_list
+from harness.commands.args import add_data_dir_argument, add_selection_arguments, given, subject_keys
 from harness.errors import HarnessError
 from tasks.contamination import DEFAULT_NGRAM, DEFAULT_THRESHOLD
 
@@ -38,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("--json", type=given, metavar="FILE", help="write the findings as JSON to FILE")
     g = p.add_argument_group("benchmark data")
     add_data_dir_argument(g)
-    g.add_argument("--subjects", type=subject_list, help="comma-separated subject keys (default: all six)")
+    add_selection_arguments(g)
     p.set_defaults(func=run)
 
 
@@ -51,13 +51,14 @@ def run(args) -> int:
     outputs = _outputs(args.report, args.json)
     if args.dataset_dir and args.dataset is None:
         raise HarnessError("--dataset_dir names where --dataset's registry is; with --files, leave it out")
-    subjects = subject_keys(args.subjects)
+    subjects = subject_keys(args)
     request = ScanRequest(
         datasets=tuple(_names(args.dataset)) if args.dataset is not None else (),
         dataset_dir=args.dataset_dir or "data",
         files=tuple(args.files or ()),
         data_dir=args.data_dir,
         subjects=tuple(subjects) if subjects else None,
+        tasks_file=args.tasks_file,
         ngram=args.ngram,
         threshold=args.threshold,
     )

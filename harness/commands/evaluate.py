@@ -13,8 +13,11 @@ from harness.commands.args import (
     add_prompt_arguments,
     cache_dir,
     chat_mode,
+    gate_flag_given,
+    gate_plan,
     given,
     model_spec,
+    registry,
     subject_keys,
 )
 from harness.errors import HarnessError
@@ -73,13 +76,16 @@ def run(args) -> int:
             "the hf backend splits a model over GPUs with --device-map auto"
         )
     spec = model_spec(args)
-    gate = _gate(args, protocol, shots_list, chat)  # before scoring: a bad baseline should not cost an evaluation
+    if not args.gate_baseline and gate_flag_given(args):
+        raise HarnessError(f"{gate_flag_given(args)} is a gate flag: add --gate-baseline RUN_DIR (or run harness gate)")
     multi = len(shots_list) > 1
     for shots in shots_list:  # nor an output directory that cannot be made
         check_directory_target(output_dir(args, shots, multi))
     if multi and args.output and (Path(args.output) / SETTINGS).is_file():
         raise HarnessError(f"--output {args.output} holds a run of one setting; several --shots need a directory of their own")
-    data, data_info = load_benchmark(args.data_dir, subject_keys(args.subjects), args.normalize)
+    data, data_info = load_benchmark(args.data_dir, subject_keys(args), args.normalize, registry(args))
+    # before the model loads: a bad baseline should not cost an evaluation
+    gate = _gate(args, protocol, shots_list, chat, [d.subject.key for d in data])
     runs = {
         shots: EvalSettings(
             fmt=PromptFormat(protocol, shots, chat),
@@ -119,20 +125,14 @@ def run(args) -> int:
     return gate.judge(written) if gate and workers.is_main else 0
 
 
-def _gate(args, protocol, shots_list: list[int], chat: str | None):
+def _gate(args, protocol, shots_list: list[int], chat: str | None, subjects: list[str]):
     """The gate of this evaluation (`harness.gating.EvalGate`), or None without --gate-baseline."""
-    from harness.commands.args import gate_flag_given, gate_plan, subject_keys
     from harness.gating import eval_gate
     from harness.records import RunSettings
-    from tasks import select_subjects
 
     if not args.gate_baseline:
-        flag = gate_flag_given(args)
-        if flag:
-            raise HarnessError(f"{flag} is a gate flag: add --gate-baseline RUN_DIR (or run harness gate)")
         return None
     plan = gate_plan(args)
-    subjects = [s.key for s in select_subjects(subject_keys(args.subjects))]
     planned = [RunSettings.of(protocol.name, protocol.version, k, chat, subjects, args.limit, args.normalize) for k in shots_list]
     return eval_gate(plan, Path(args.gate_baseline), planned)
 
@@ -168,13 +168,23 @@ def output_dir(args, shots: int, multi: bool) -> Path:
 
 
 def format_summary(out: Path, record) -> str:
-    """The table `harness eval` prints for a finished run (a `harness.records.RunRecord`)."""
+    """The table `harness eval` prints for a finished run (a `harness.records.RunRecord`): per
+    subject, overall, and per category and group where the run has them."""
     s, scores = record.settings, record.scores
+    w = max([24, *(len(k) + 2 for k in scores.subjects), *(len(p.name) + 2 for p in s.parts)])
     lines = [f"{out}  ({record.model.name}, {s.protocol}/v{s.version}, {s.shots}-shot{', chat' if s.chat else ''})"]
-    lines.append(f"  {'subject':<24}{'n':>5}{'correct':>9}{'accuracy':>10}   95% CI")
+    lines.append(f"  {'subject':<{w}}{'n':>5}{'correct':>9}{'accuracy':>10}   95% CI")
     for key, x in scores.subjects.items():
-        lines.append(f"  {key:<24}{x.n:>5}{x.correct:>9}{100 * x.accuracy:>9.2f}%   [{100 * x.low:.1f}, {100 * x.high:.1f}]")
+        lines.append(f"  {key:<{w}}{x.n:>5}{x.correct:>9}{100 * x.accuracy:>9.2f}%   [{100 * x.low:.1f}, {100 * x.high:.1f}]")
     o, m = scores.micro, scores.macro
-    lines.append(f"  {'overall (micro)':<24}{o.n:>5}{o.correct:>9}{100 * o.accuracy:>9.2f}%   [{100 * o.low:.1f}, {100 * o.high:.1f}]")
-    lines.append(f"  {'overall (macro)':<24}{'':>5}{'':>9}{100 * m.accuracy:>9.2f}%   [{100 * m.low:.1f}, {100 * m.high:.1f}]")
+    lines.append(f"  {'overall (micro)':<{w}}{o.n:>5}{o.correct:>9}{100 * o.accuracy:>9.2f}%   [{100 * o.low:.1f}, {100 * o.high:.1f}]")
+    lines.append(f"  {'overall (macro)':<{w}}{'':>5}{'':>9}{100 * m.accuracy:>9.2f}%   [{100 * m.low:.1f}, {100 * m.high:.1f}]")
+    if s.parts:
+        lines.append(f"  {'category / group':<{w}}{'n':>6}{'subjects':>9}{'micro':>10}{'macro':>10}")
+        for p in s.parts:
+            micro, macro = scores.parts[p.name]
+            count = f"{len(p.subjects)}" + ("" if p.complete else f"/{p.of}")
+            lines.append(f"  {p.name:<{w}}{micro.n:>6}{count:>9}{100 * micro.accuracy:>9.2f}%{100 * macro.accuracy:>9.2f}%")
+    if s.missing:
+        lines.append(f"  left out (no files in the data directory): {', '.join(s.missing)}")
     return "\n".join(lines)

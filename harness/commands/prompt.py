@@ -10,7 +10,9 @@ from harness.commands.args import (
     add_prompt_arguments,
     cache_dir,
     chat_mode,
+    given,
     model_spec,
+    registry,
 )
 from harness.errors import HarnessError
 from tasks import NORMALIZATIONS
@@ -24,20 +26,22 @@ def register(sub) -> None:
     g = p.add_argument_group("data")
     add_data_dir_argument(g)
     g.add_argument("--normalize", default="none", choices=NORMALIZATIONS)
+    g.add_argument("--tasks-file", type=given, metavar="YAML", help="your own subjects (schema of tasks/subjects.yaml)")
     add_model_arguments(p, required=False)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from harness.prompts import PromptFormat, subject_prompts
-    from tasks import all_subjects, check_shots, get_protocol, load_benchmark
+    from tasks import check_shots, get_protocol, load_benchmark
 
-    keys = [s.key for s in all_subjects()]
-    if args.subject not in keys:
-        raise HarnessError(f"--subject {args.subject!r}: give one subject key ({', '.join(keys)})")
+    reg = registry(args)
+    if reg.subject(args.subject) is None:
+        keys = [s.key for s in reg.select(None)]
+        raise HarnessError(f"--subject {args.subject!r}: give one subject key (e.g. {', '.join(keys)}; `harness tasks list` has all)")
     shots = check_shots(args.shots[-1] if args.shots else 5)
     fmt = PromptFormat(get_protocol(args.protocol), shots, chat_mode(args))
-    data, _ = load_benchmark(args.data_dir, [args.subject], args.normalize)
+    data, _ = load_benchmark(args.data_dir, [args.subject], args.normalize, reg)
     tokenizer = None
     if fmt.chat == "tokenizer":
         if not args.model:

@@ -78,7 +78,7 @@ def eval_request(args):
     """--eval's flags as the request `harness.quantize.evaluation.evaluate_both` takes."""
     from harness.quantize.evaluation import EvalRequest
 
-    subjects = subject_keys(args.subjects)
+    subjects = subject_keys(args)
     return EvalRequest(
         protocol=args.protocol,
         shots=tuple(dict.fromkeys(args.shots or [5])),
@@ -90,6 +90,7 @@ def eval_request(args):
         data_dir=args.data_dir,
         subjects=tuple(subjects) if subjects else None,
         normalize=args.normalize,
+        tasks_file=args.tasks_file,
     )
 
 
@@ -99,6 +100,7 @@ def check_eval_flags(args) -> None:
     if not args.eval:
         given = {
             "--shots": args.shots is not None, "--limit": args.limit is not None, "--subjects": args.subjects is not None,
+            "--group": args.group is not None, "--tasks-file": args.tasks_file is not None,
             "--eval-output": args.eval_output is not None, "--protocol": args.protocol != "devops",
             "--chat": args.chat, "--chat-template": args.chat_template is not None,
         }

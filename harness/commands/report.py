@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.commands.args import given
+from harness.commands.args import add_selection_arguments, given, registry, subject_keys
 
 
 def register(sub) -> None:
@@ -17,6 +17,7 @@ def register(sub) -> None:
     )
     p.add_argument("run", type=given, metavar="RUN_DIR", help="a run directory (holding results.json)")
     p.add_argument("--output", type=given, metavar="FILE", help="write the Markdown here (and the plot beside it) instead of stdout")
+    add_selection_arguments(p.add_argument_group("subjects (default: all of the run's)"))
     p.set_defaults(func=run_report)
 
     c = sub.add_parser(
@@ -33,12 +34,12 @@ def register(sub) -> None:
 
 
 def run_report(args) -> int:
-    from harness.records import load_run
+    from harness.records import load_run, restrict_run
     from reports.output import checked_target
     from reports.report import build_report, calibration_png, render_report
 
     output = checked_target(args.output) if args.output else None
-    report = build_report(load_run(args.run))
+    report = build_report(restrict_run(load_run(args.run), subject_keys(args), registry(args)))
     _emit(output, "calibration", lambda image: render_report(report, image), lambda: calibration_png(report))
     return 0
 

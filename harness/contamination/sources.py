@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from harness.contamination.corpus import KINDS, CorpusFile, corpus_files, read_records
 from harness.contamination.report import findings_record
-from tasks import load_benchmark
+from tasks import load_benchmark, load_registry
 from tasks.contamination import DEFAULT_NGRAM, DEFAULT_THRESHOLD, TextRecord, scan
 
 # Wraps the record stream as it is read (a progress bar), given the files it comes from.
@@ -23,7 +23,8 @@ class ScanRequest:
     dataset_dir: str = "data"
     files: tuple[str, ...] = ()  # used when no datasets are named: files or directories of them
     data_dir: str | None = None  # the benchmark's local copy; None: the Hub
-    subjects: tuple[str, ...] | None = None  # None: all six
+    subjects: tuple[str, ...] | None = None  # subject keys and group names; None: the devops group
+    tasks_file: str | None = None  # a user's own subjects (`harness eval --tasks-file`)
     ngram: int = DEFAULT_NGRAM
     threshold: float = DEFAULT_THRESHOLD
 
@@ -43,7 +44,7 @@ def scan_training_data(request: ScanRequest, progress: Progress | None = None) -
     else:
         sources = corpus_files(list(request.files))
     subjects = list(request.subjects) if request.subjects is not None else None
-    questions, benchmark = load_questions(request.data_dir, subjects)
+    questions, benchmark = load_questions(request.data_dir, subjects, request.tasks_file)
     records = all_records(sources)
     started = time.perf_counter()
     findings = scan(questions, progress(records, sources) if progress else records, request.ngram, request.threshold)
@@ -83,7 +84,8 @@ def all_records(sources: list[CorpusFile]) -> Iterator[TextRecord]:
         yield from read_records(source)
 
 
-def load_questions(data_dir: str | None, subjects: list[str] | None):
+def load_questions(data_dir: str | None, subjects: list[str] | None, tasks_file: str | None = None):
     """The evaluated questions (as published) and where they were read."""
-    data, info = load_benchmark(data_dir, subjects, "none")
+    data, info = load_benchmark(data_dir, subjects, "none", load_registry(tasks_file))
+    info.pop("selection", None)
     return [q for d in data for q in d.questions], info

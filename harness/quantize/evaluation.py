@@ -21,8 +21,9 @@ class EvalRequest:
     progress: bool
     output_root: Path | None  # None: runs/quantize-<checkpoint name>
     data_dir: str | None  # None: the Hub
-    subjects: tuple[str, ...] | None  # None: all six
+    subjects: tuple[str, ...] | None  # subject keys and group names; None: the devops group
     normalize: str = "none"
+    tasks_file: str | None = None  # a user's own subjects
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,10 @@ def evaluate_both(request: EvalRequest, spec, checkpoint, cache: Path) -> Compar
     from harness.quantize.checkpoint import label
     from harness.quantize.comparison import quantization_cost, render_markdown, weights_bytes
     from harness.records import load_run
-    from tasks import load_benchmark
+    from tasks import load_benchmark, load_registry
 
     subjects = list(request.subjects) if request.subjects is not None else None
-    data, data_info = load_benchmark(request.data_dir, subjects, request.normalize)
+    data, data_info = load_benchmark(request.data_dir, subjects, request.normalize, load_registry(request.tasks_file))
     root = request.output_root or Path("runs") / f"quantize-{_slug(checkpoint.path.name)}"
     quantized_spec = ModelSpec(model=str(checkpoint.path), device=spec.device, trust_remote_code=spec.trust_remote_code)
     sides = {"original": spec, "quantized": quantized_spec}
