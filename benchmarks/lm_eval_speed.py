@@ -203,10 +203,10 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from harness.commands.args import cache_dir
     from harness.models import NAMED_MODELS
-    from tasks import all_subjects, load_local
+    from tasks import devops_subjects, load_local
 
     model_dir = NAMED_MODELS["gemma-3-270m"](cache_dir())  # converted once, before any timing
-    data = load_local(args.data_dir, all_subjects())
+    data = load_local(args.data_dir, devops_subjects())
     shots_list = [int(x) for x in args.shots.split(",")]
     dtypes = args.dtypes.split(",")
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="lm-eval-speed-"))
