@@ -453,3 +453,18 @@ def test_gate_and_report_look_at_the_subjects_or_groups_asked_for(both_parts, ge
     assert "has none of the subjects of devops" in capsys.readouterr().err
     assert main(["report", str(general_run), "--subjects", "computer_network"]) == 2
     assert "'computer_network' is neither a subject of" in capsys.readouterr().err
+
+
+def test_contamination_scans_for_a_groups_questions(data_dir, tmp_path, capsys):
+    """A general question pasted into training text is found with --group general, not with the default."""
+    [hard] = load_local(data_dir, builtin_registry().select(["advanced_mathematics"]))
+    q = hard.questions[3]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"text": "复习资料。" + q.question + " " + " ".join(q.options)}, ensure_ascii=False) + "\n",
+                      encoding="utf-8")
+    assert main(["contamination", "--files", str(corpus), "--data-dir", str(data_dir), "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["contamination", "--files", str(corpus), "--data-dir", str(data_dir), "--group", "ceval-stem",
+                 "--json", str(tmp_path / "b.json")]) == 1
+    found = json.loads((tmp_path / "b.json").read_text())["found"]
+    assert [(f["subject"], f["id"]) for f in found] == [("advanced_mathematics", 3)]
+    capsys.readouterr()
