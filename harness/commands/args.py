@@ -91,10 +91,9 @@ def add_data_arguments(p: argparse.ArgumentParser, normalize: bool = True) -> No
         g.add_argument("--normalize", default="none", choices=NORMALIZATIONS, help="text normalization (default none: as published)")
 
 
-def add_selection_arguments(g, tasks_file: bool = True) -> None:
+def add_selection_arguments(g, tasks_file: bool = True, default: str = "the 'devops' group, the model card's 574 questions") -> None:
     """--subjects, --group (and --tasks-file): which subjects; together they add up."""
-    g.add_argument("--subjects", type=subject_list,
-                   help="comma-separated subject keys or group names (default: the 'devops' group, the model card's 574 questions)")
+    g.add_argument("--subjects", type=subject_list, help=f"comma-separated subject keys or group names (default: {default})")
     g.add_argument("--group", type=subject_list, metavar="NAME",
                    help="comma-separated group names: devops, general, cmmlu, ceval, a category such as cmmlu-stem, "
                         "ceval-hard, or a tasks file's group (`harness tasks list --groups`)")

@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--candidate", required=True, action="append", type=given, metavar="RUN_DIR",
                    help="the run to judge (or a directory of shots-K runs), against the baseline given in the same position")
     add_gate_arguments(p)
-    add_selection_arguments(p.add_argument_group("subjects (default: all of the runs')"))
+    add_selection_arguments(p.add_argument_group("subjects"), default="all of the runs'")
     p.set_defaults(func=run)
 
 

@@ -17,7 +17,7 @@ def register(sub) -> None:
     )
     p.add_argument("run", type=given, metavar="RUN_DIR", help="a run directory (holding results.json)")
     p.add_argument("--output", type=given, metavar="FILE", help="write the Markdown here (and the plot beside it) instead of stdout")
-    add_selection_arguments(p.add_argument_group("subjects (default: all of the run's)"))
+    add_selection_arguments(p.add_argument_group("subjects"), default="all of the run's")
     p.set_defaults(func=run_report)
 
     c = sub.add_parser(
