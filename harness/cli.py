@@ -86,6 +86,7 @@ def _quiet_libraries(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
         # Read when the libraries are imported: commands that never load a model never pay for them.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # its import resets the level set above
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         if "transformers" in sys.modules:  # already imported (main() called in-process again)

@@ -9,7 +9,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,6 +121,15 @@ class _Source:
     tokenizer: str
     local: bool
     source_format: str | None = None  # an original remote-code format loaded natively (harness.families)
+    hub: str | None = None  # the Hub id whose snapshot `path` is: a card format, loaded as a local checkpoint
+    revision: str | None = None  # the commit that snapshot is pinned to (else the --revision asked)
+
+    def named(self, place: str) -> str:
+        """`place` (`path` or `tokenizer`) as records and other loaders name it: a Hub snapshot by
+        its Hub id, a local directory by its absolute path, a Hub id as given."""
+        if self.hub and place == self.path:
+            return self.hub
+        return _absolute(place) if Path(place).expanduser().is_dir() else place
 
 
 # JSON files transformers, peft and the harness read from a model, adapter or tokenizer directory.
@@ -176,13 +185,74 @@ def _resolve(spec: ModelSpec, cache_dir: Path) -> _Source:
             base = _read_json(adapter_cfg).get("base_model_name_or_path")
             if not base:
                 raise ModelError(f"{adapter_cfg} names no base_model_name_or_path; pass --model BASE --adapter {name}")
-            tok = spec.tokenizer or (str(p) if (p / "tokenizer_config.json").is_file() else base)
             base_src = _resolve(ModelSpec(base, revision=spec.revision), cache_dir)
-            return _Source(base_src.path, base_src.gguf_file, str(p), tok, base_src.local, base_src.source_format)
+            tok = spec.tokenizer or (str(p) if (p / "tokenizer_config.json").is_file() else base_src.tokenizer)
+            return replace(base_src, adapter=str(p), tokenizer=tok)
         raise ModelError(f"{name} is not a model directory (no config.json)")
     if _looks_like_a_path(name) or name.endswith(".gguf"):
         raise ModelError(f"no such model directory or file: {name}")
-    return _Source(name, spec.gguf_file, spec.adapter, spec.tokenizer or name, False)
+    return _hub_source(spec)
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def _hub_source(spec: ModelSpec) -> _Source:
+    """A Hub id. Its config.json, fetched alone, tells whether it is in one of the card's original
+    formats; such a checkpoint is a local one from then on, in its Hub snapshot pinned to that
+    config's commit (config and vocabulary now, the weights when they are loaded:
+    `_native_checkpoint`). Any other Hub id stays one, for transformers' own from_pretrained."""
+    name = spec.model
+    as_given = _Source(name, spec.gguf_file, spec.adapter, spec.tokenizer or name, False)
+    if spec.gguf_file:
+        return as_given
+    config = _from_hub(name, spec.revision, "config.json")
+    try:
+        _read_json(config)
+    except ModelError as e:
+        raise ModelError(f"--model {name} (a Hub repo): {e}") from None
+    snapshot = config.parent  # huggingface_hub's cache: snapshots/<commit>/config.json
+    fmt = families.source_format(snapshot)
+    if fmt is None:
+        return as_given
+    revision = snapshot.name if _COMMIT.fullmatch(snapshot.name) else spec.revision
+    _from_hub(name, revision, families.vocab_name(fmt))  # beside config.json: the tokenizer converts from it
+    return _Source(str(snapshot), None, spec.adapter, spec.tokenizer or str(snapshot), True, fmt, name, revision)
+
+
+def _from_hub(repo: str, revision: str | None, filename: str | None = None, patterns: list[str] | None = None) -> Path:
+    """`filename` of Hub repo `repo` at `revision`, or without one its snapshot of the files
+    `patterns` match, through huggingface_hub's cache (HF_HUB_OFFLINE is respected); every
+    failure is one ModelError line naming the repo."""
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    what = filename or "its weights"
+    at = f" at revision {revision}" if revision else ""
+    try:
+        if filename:
+            return Path(huggingface_hub.hf_hub_download(repo, filename, revision=revision))
+        return Path(huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=patterns))
+    except errors.GatedRepoError:
+        raise ModelError(f"--model {repo}: a gated Hub repo; accept its terms on the Hub, then log in (hf auth login) or set HF_TOKEN") from None
+    except errors.RepositoryNotFoundError:
+        raise ModelError(f"--model {repo}: no such model repo on the Hub (or a private one: log in with hf auth login)") from None
+    except errors.RevisionNotFoundError:
+        raise ModelError(f"--revision {revision or 'main'}: the Hub repo {repo} has no such revision") from None
+    except errors.LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub cannot be reached"
+        raise ModelError(
+            f"--model {repo}: no copy of {what}{at} in the local Hub cache, and {why}; fetch it online first, or pass a local directory"
+        ) from None
+    except errors.EntryNotFoundError as e:
+        if not filename:
+            raise ModelError(f"--model {repo}: cannot fetch {what}{at} from the Hub: {first_line(e)}") from None
+        hint = " (not a transformers checkpoint; a GGUF repo needs --gguf-file)" if filename == "config.json" else ""
+        raise ModelError(f"--model {repo}: the Hub repo has no {filename}{at}{hint}") from None
+    except errors.HFValidationError as e:
+        raise ModelError(f"--model {repo}: not a Hub repo id ({first_line(e)})") from None
+    except Exception as e:
+        raise ModelError(f"--model {repo}: cannot fetch {what}{at} from the Hub: {first_line(e)}") from None
 
 
 def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
@@ -191,7 +261,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
 
     start = time.perf_counter()
     src = resolve_source(spec, cache_dir)
-    if spec.revision and src.local:
+    if spec.revision and src.local and not src.hub:
         raise ModelError(f"--revision {spec.revision} is for Hub models; {src.path} is a local model")
     dtype = _dtype_arg(spec.dtype)
     device = resolve_device(spec.device)
@@ -227,11 +297,11 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     model.eval()
     info = ModelInfo(
         name=spec.model,
-        path=_absolute(src.path) if src.local else src.path,
-        revision=spec.revision or getattr(model.config, "_commit_hash", None),
+        path=src.named(src.path),
+        revision=spec.revision or src.revision or getattr(model.config, "_commit_hash", None),
         gguf_file=src.gguf_file,
         adapter=_absolute(src.adapter) if src.adapter else None,
-        tokenizer=_absolute(src.tokenizer) if Path(src.tokenizer).expanduser().is_dir() else src.tokenizer,
+        tokenizer=src.named(src.tokenizer),
         requested_dtype=spec.dtype,
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         architecture=(getattr(model.config, "architectures", None) or [type(model).__name__])[0],
@@ -315,7 +385,10 @@ def loadable_path(spec: ModelSpec, cache_dir: Path) -> str:
 
 
 def _native_checkpoint(src: _Source, cache_dir: Path) -> str:
-    """The converted copy of a checkpoint in an original format, made once per weights fingerprint."""
+    """The converted copy of a checkpoint in an original format, made once per weights fingerprint.
+    A Hub snapshot gets the rest of what conversion reads (its weights) first, at the same commit."""
+    if src.hub:
+        _from_hub(src.hub, src.revision, patterns=families.hub_files(src.source_format))
     return str(families.convert(Path(src.path), src.source_format, cache_dir / "models", weights_fingerprint(src)))
 
 

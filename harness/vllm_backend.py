@@ -14,7 +14,6 @@ prefix across questions; tensor parallelism is vLLM's own `tensor_parallel_size`
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -37,8 +36,8 @@ def load_vllm(spec: ModelSpec, cache_dir, tensor_parallel_size: int = 1) -> Load
     src = resolve_source(spec, cache_dir)
     tokenizer = load_tokenizer(spec, cache_dir)
     llm = LLM(
-        model=src.path,
-        tokenizer=str(Path(src.tokenizer).expanduser().absolute()) if Path(src.tokenizer).expanduser().is_dir() else src.tokenizer,
+        model=src.named(src.path),  # a Hub snapshot by its Hub id: vLLM fetches and loads it as any Hub model
+        tokenizer=src.named(src.tokenizer),
         revision=spec.revision,
         dtype=spec.dtype,
         trust_remote_code=spec.trust_remote_code,
@@ -49,9 +48,9 @@ def load_vllm(spec: ModelSpec, cache_dir, tensor_parallel_size: int = 1) -> Load
     )
     info = ModelInfo(
         name=spec.model,
-        path=str(Path(src.path).expanduser().absolute()) if src.local else src.path,
+        path=src.named(src.path),
         revision=spec.revision,
-        tokenizer=str(Path(src.tokenizer).expanduser().absolute()) if Path(src.tokenizer).expanduser().is_dir() else src.tokenizer,
+        tokenizer=src.named(src.tokenizer),
         requested_dtype=spec.dtype,
         dtype=str(llm.llm_engine.model_config.dtype).removeprefix("torch."),
         architecture=llm.llm_engine.model_config.architectures[0],

@@ -682,3 +682,197 @@ def test_harness_chat_speaks_the_familys_own_format_unless_told_and_its_banner_s
     monkeypatch.setattr(builtins, "input", end_of_input)
     assert main(["chat", "--model", str(path)]) == 0
     assert "template tokenizer (internlm format: its model.chat turns)" in capsys.readouterr().err
+
+
+# --- a Hub id in a card format ----------------------------------------------------------------
+
+HUB_COMMIT = "0123456789abcdef" * 2 + "01234567"  # what the fake Hub's revisions resolve to
+_WEIGHT_PATTERNS = ["model.safetensors.index.json", "pytorch_model.bin.index.json", "*.safetensors", "*.bin"]
+
+
+class _FakeHub:
+    """huggingface_hub's hf_hub_download and snapshot_download over local directories (repo id →
+    the repo's files), fetching into a cache laid out as the real one (`.../snapshots/<commit>/`):
+    no network. `offline`: a snapshot of files not fetched yet fails as the real one does offline."""
+
+    def __init__(self, root: Path, repos: dict[str, Path]):
+        self.root, self.repos = root, repos
+        self.files: list[tuple[str, str, str | None]] = []  # (repo, filename, revision) per hf_hub_download
+        self.snapshots: list[dict] = []  # the keyword arguments of each snapshot_download
+        self.offline = False
+
+    def snapshot_dir(self, repo_id: str) -> Path:
+        return self.root / f"models--{repo_id.replace('/', '--')}" / "snapshots" / HUB_COMMIT
+
+    def _fetch(self, repo_id: str, filename: str, offline: bool = False) -> Path:
+        target = self.snapshot_dir(repo_id) / filename
+        if not target.is_file():
+            from huggingface_hub.errors import LocalEntryNotFoundError
+
+            if offline:
+                raise LocalEntryNotFoundError(f"{filename} is not cached and outgoing traffic has been disabled")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.repos[repo_id] / filename, target)
+        return target
+
+    def hf_hub_download(self, repo_id, filename, *, revision=None, **kwargs):
+        from huggingface_hub.errors import EntryNotFoundError
+
+        self.files.append((repo_id, filename, revision))
+        assert not kwargs and revision in (None, "main", "v1.0", HUB_COMMIT)
+        if not (self.repos[repo_id] / filename).is_file():
+            raise EntryNotFoundError(f"404 Client Error: Entry Not Found for url: https://huggingface.co/{repo_id}/{filename}")
+        return str(self._fetch(repo_id, filename))
+
+    def snapshot_download(self, repo_id, **kwargs):
+        from huggingface_hub.utils import filter_repo_objects
+
+        self.snapshots.append(kwargs)
+        files = sorted(f.name for f in self.repos[repo_id].iterdir() if f.is_file())
+        for name in filter_repo_objects(files, allow_patterns=kwargs.get("allow_patterns")):
+            self._fetch(repo_id, name, self.offline)
+        return str(self.snapshot_dir(repo_id))
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """`install({repo id: directory})` → the _FakeHub that huggingface_hub's downloads now are."""
+    import huggingface_hub
+
+    def install(repos: dict[str, Path]) -> _FakeHub:
+        hub = _FakeHub(tmp_path / "hf-cache", repos)
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", hub.snapshot_download)
+        return hub
+
+    return install
+
+
+def _samples(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_hub_id_in_qwen1_format_is_scored_natively_as_its_directory_is(qwen1_dir, cache, data_dir, tmp_path, monkeypatch, fake_hub):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    hub = fake_hub({"Qwen/Qwen-7B": qwen1_dir})
+    runs = {"local": (str(qwen1_dir), tmp_path / "local"), "hub": ("Qwen/Qwen-7B", tmp_path / "hub")}
+    for model, out in runs.values():
+        assert main(["eval", "--model", model, "--data-dir", str(data_dir), "--output", str(out), "--no-progress",
+                     "--shots", "0", "--limit", "1"]) == 0
+    assert _samples(runs["hub"][1]) == _samples(runs["local"][1])  # the same logits, predictions and scores
+    record = json.loads((runs["hub"][1] / "results.json").read_text(encoding="utf-8"))["model"]
+    assert record["name"] == record["path"] == record["tokenizer"] == "Qwen/Qwen-7B"
+    assert record["revision"] == HUB_COMMIT  # the commit its config.json came from, the snapshot pinned to it
+    assert record["source_format"] == "qwen" and record["converter"] == qwen1.CONVERTER
+    assert record["architecture"] == "Qwen2ForCausalLM" and record["trust_remote_code"] is False
+    assert [s["allow_patterns"] for s in hub.snapshots] == [["config.json", "qwen.tiktoken", *_WEIGHT_PATTERNS]]
+
+
+def test_a_hub_snapshot_holds_only_what_conversion_reads_at_the_revision_of_its_config(tmp_path, loaded, cache, fake_hub, subject_data):
+    import torch
+
+    from harness.models import ModelSpec, load_model, load_tokenizer
+
+    repo = _write_checkpoint(tmp_path / "repo", shards=3)
+    (repo / "README.md").write_text("the model card", encoding="utf-8")
+    hub = fake_hub({"org/sharded-qwen": repo})
+    spec = ModelSpec(model="org/sharded-qwen", revision="v1.0", device="cpu")
+    assert load_tokenizer(spec, cache)("答案：A")["input_ids"] == [102349, 5122, 32]
+    assert hub.files == [("org/sharded-qwen", "config.json", "v1.0"), ("org/sharded-qwen", "qwen.tiktoken", HUB_COMMIT)]
+    assert hub.snapshots == []  # a tokenizer fetches no weights
+
+    model = load_model(spec, cache)
+    assert hub.snapshots == [{"revision": HUB_COMMIT, "allow_patterns": ["config.json", "qwen.tiktoken", *_WEIGHT_PATTERNS]}]
+    shards = [f"model-{i:05d}-of-00003.safetensors" for i in (1, 2, 3)]
+    fetched = sorted(f.name for f in hub.snapshot_dir("org/sharded-qwen").iterdir())
+    assert fetched == sorted(["config.json", "qwen.tiktoken", "model.safetensors.index.json", *shards])
+    assert {"modeling_qwen.py", "tokenization_qwen.py", "README.md"} <= {f.name for f in repo.iterdir()}  # left on the Hub
+    assert (model.info.name, model.info.path, model.info.revision) == ("org/sharded-qwen", "org/sharded-qwen", "v1.0")
+    assert model.info.extra == {"source_format": "qwen", "converter": qwen1.CONVERTER}
+    _, prompt = next(_fixture_prompts(subject_data))
+    assert torch.equal(_last_logits(model.model, model.tokenizer, prompt)[1], _last_logits(loaded.model, loaded.tokenizer, prompt)[1])
+
+
+@pytest.mark.parametrize(("family", "repo_id", "fmt"), [
+    ("internlm", "internlm/internlm-7b", "internlm"),
+    ("baichuan2", "baichuan-inc/Baichuan2-7B-Base", "baichuan"),
+])
+def test_hub_ids_of_the_other_card_formats_load_natively_too(tmp_path, cache, fake_hub, family, repo_id, fmt):
+    from harness.models import ModelSpec, load_model
+
+    hub = fake_hub({repo_id: _write_checkpoint(tmp_path / family, family)})
+    model = load_model(ModelSpec(model=repo_id, device="cpu"), cache)
+    assert type(model.model).__name__ == "LlamaForCausalLM" and model.info.extra["source_format"] == fmt
+    assert [s["allow_patterns"] for s in hub.snapshots] == [["config.json", "tokenizer.model", *_WEIGHT_PATTERNS]]
+    assert (model.info.path, model.info.revision) == (repo_id, HUB_COMMIT)
+
+
+def test_a_hub_id_in_no_card_format_keeps_transformers_own_loading(tiny_model, cache, fake_hub, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.models import ModelSpec, _Source, load_model, resolve_source
+
+    hub = fake_hub({"org/tiny-qwen2": tiny_model})
+    asked = []
+
+    def from_the_hub(original):  # transformers' own Hub loading, served from the local directory
+        def from_pretrained(name, *args, revision=None, **kwargs):
+            asked.append((name, revision))
+            return original(str(tiny_model), *args, **kwargs)
+        return from_pretrained
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", from_the_hub(AutoTokenizer.from_pretrained))
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_the_hub(AutoModelForCausalLM.from_pretrained))
+    spec = ModelSpec(model="org/tiny-qwen2", revision="main", device="cpu")
+    assert resolve_source(spec, cache) == _Source("org/tiny-qwen2", None, None, "org/tiny-qwen2", False)
+    model = load_model(spec, cache)
+    assert asked == [("org/tiny-qwen2", "main")] * 2  # tokenizer, then weights: from_pretrained with the Hub id
+    assert hub.snapshots == [] and {f for _, f, _ in hub.files} == {"config.json"}
+    assert (model.info.path, model.info.revision, model.info.extra) == ("org/tiny-qwen2", "main", {})
+
+
+def _hub_error(repo: Path | None, offline_weights: bool, tmp_path, data_dir, fake_hub, capsys) -> str:
+    from harness.cli import main
+
+    if repo is not None:
+        fake_hub({"org/model": repo}).offline = offline_weights
+    out = tmp_path / "run"
+    code = main(["eval", "--model", "org/model", "--data-dir", str(data_dir), "--output", str(out), "--no-progress", "--limit", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "org/model" in err and not out.exists()
+    return err
+
+
+def test_a_hub_id_with_nothing_cached_while_offline_is_one_line(tmp_path, data_dir, fake_hub, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    err = _hub_error(None, False, tmp_path, data_dir, fake_hub, capsys)  # the real huggingface_hub, offline
+    assert "no copy of config.json in the local Hub cache, and HF_HUB_OFFLINE is set" in err
+
+
+def test_a_card_format_hub_id_whose_weights_cannot_be_fetched_is_one_line(qwen1_dir, tmp_path, data_dir, fake_hub, capsys):
+    err = _hub_error(qwen1_dir, True, tmp_path, data_dir, fake_hub, capsys)  # config and vocabulary cached only
+    assert f"no copy of its weights at revision {HUB_COMMIT} in the local Hub cache" in err
+
+
+def test_a_hub_repo_without_config_json_is_one_line(tmp_path, data_dir, fake_hub, capsys):
+    repo = tmp_path / "gguf-repo"
+    repo.mkdir()
+    (repo / "model.gguf").write_bytes(b"GGUF")
+    err = _hub_error(repo, False, tmp_path, data_dir, fake_hub, capsys)
+    assert "the Hub repo has no config.json" in err and "--gguf-file" in err
+
+
+@pytest.mark.parametrize(("text", "kind"), [("[]", "not an array"), ("null", "not null")])
+def test_a_hub_config_that_is_no_json_object_is_one_line(tmp_path, data_dir, fake_hub, capsys, text, kind):
+    repo = tmp_path / "odd-repo"
+    repo.mkdir()
+    (repo / "config.json").write_text(text, encoding="utf-8")
+    err = _hub_error(repo, False, tmp_path, data_dir, fake_hub, capsys)
+    assert "config.json must hold a JSON object" in err and kind in err

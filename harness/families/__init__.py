@@ -6,7 +6,8 @@ names its format (`FORMAT`: config.json's `model_type`; `ARCHITECTURE`), its voc
 that becomes a fast tokenizer (`fast_tokenizer`) and how its weights become a class with the same
 mathematics (`write_checkpoint`); this module converts both once, into the harness cache. No
 remote code runs.
-`models.py` asks `source_format` and loads what `convert` returns like any other checkpoint.
+`models.py` asks `source_format` (of a local checkpoint, or of a Hub snapshot once its config.json is
+fetched; `hub_files` says what else to fetch) and loads what `convert` returns like any other checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from harness.families import baichuan2, internlm, qwen1
+from harness.families.shards import WEIGHT_PATTERNS
 from harness.families.vocab import find_vocab, vocab_key
 
 FAMILIES = {family.FORMAT: family for family in (qwen1, internlm, baichuan2)}
@@ -38,6 +40,18 @@ def source_format(path: Path) -> str | None:
     architectures = values.get("architectures") or []
     return next((name for name, family in FAMILIES.items()
                  if values.get("model_type") == family.FORMAT or family.ARCHITECTURE in architectures), None)
+
+
+def vocab_name(fmt: str) -> str:
+    """The tokenizer file a checkpoint in `fmt` ships ("qwen.tiktoken"), which `convert_tokenizer` reads."""
+    return FAMILIES[fmt].VOCAB_FILE
+
+
+def hub_files(fmt: str) -> list[str]:
+    """What `convert` reads from a checkpoint in `fmt`, as Hub file patterns for a snapshot: its
+    config.json, its vocabulary and its weights. Nothing else of the repo (its remote code, its
+    other tokenizer and generation files) is read."""
+    return ["config.json", vocab_name(fmt), *WEIGHT_PATTERNS]
 
 
 def record(fmt: str) -> dict:

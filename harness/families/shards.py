@@ -8,6 +8,10 @@ from pathlib import Path
 from harness.errors import ModelError
 
 _INDEXES = (("model.safetensors.index.json", "model.safetensors"), ("pytorch_model.bin.index.json", "pytorch_model.bin"))
+# The files `weight_shards` reads, as Hub file patterns (huggingface_hub's allow_patterns): the
+# indexes, and the weight files of either format, whatever names an index gives its shards. A repo
+# that ships both formats has both fetched; the safetensors are the ones read.
+WEIGHT_PATTERNS = (*(index for index, _ in _INDEXES), "*.safetensors", "*.bin")
 
 
 def weight_shards(path: Path) -> list[Path]:

@@ -149,7 +149,7 @@ def _request_record(spec: ModelSpec, src, request: QuantizeRequest, calibration:
         "bits": request.bits,
         "requested_group_size": request.group_size,
         "source": spec.model,
-        "source_path": str(Path(src.path).resolve()) if src.local else src.path,
+        "source_path": src.hub or (str(Path(src.path).resolve()) if src.local else src.path),  # a Hub snapshot by its id
         "source_revision": spec.revision,
         "dtype": spec.dtype,
         "calibration_sha256": calibration.sha256 if calibration else None,
