@@ -468,3 +468,22 @@ def test_contamination_scans_for_a_groups_questions(data_dir, tmp_path, capsys):
     found = json.loads((tmp_path / "b.json").read_text())["found"]
     assert [(f["subject"], f["id"]) for f in found] == [("advanced_mathematics", 3)]
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_the_general_speed_benchmark_runs(tiny_model, data_dir, tmp_path):
+    """benchmarks/general_speed.py end to end on a tiny model and a small limit (the README's figures are Gemma's)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "speed.json"
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "general_speed.py"), "--data-dir", str(data_dir),
+                           "--model", str(tiny_model), "--dtype", "float32", "--group", "ceval-hard", "--few", "ceval-other",
+                           "--limit", "2", "--json", str(out), "--allow-busy"], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["runs"]["zero_shot"]["questions"] == result["runs"]["five_shot"]["questions"] == 7 * 2
+    assert result["runs"]["few_subjects"]["subjects"] == 11
+    assert result["five_to_zero_wall"] > 0 and result["machine"]["cpu_model"]
+    assert "busy" in result["load"]
