@@ -396,6 +396,52 @@ def test_harness_train_starts_a_lora_from_a_qwen1_checkpoint_and_its_adapter_sco
     assert results["model"]["adapter"] == str(lora) and results["overall"]["n"] == 6
 
 
+def _pt_args(model: Path, out: Path, tmp_path: Path, finetuning: str, steps: int = 2) -> list[str]:
+    """`harness train --stage pt` on the example corpus: a few steps of blocks of 32 tokens, no intermediate checkpoint."""
+    return ["train", "--stage", "pt", "--model_name_or_path", str(model), "--dataset", "devops_corpus",
+            "--dataset_dir", str(ROOT / "training" / "data"), "--finetuning_type", finetuning, "--max_source_length", "32",
+            "--output_dir", str(out), "--cache_dir", str(tmp_path / "hf-cache"), "--report_to", "none",
+            "--per_device_train_batch_size", "4", "--max_steps", str(steps), "--learning_rate", "1e-3", "--save_strategy", "no",
+            "--seed", "0"]
+
+
+def test_harness_train_pt_full_from_a_qwen1_checkpoint_is_a_plain_qwen2_checkpoint_that_scores(qwen1_dir, cache, data_dir, tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.cli import main
+    from harness.families import source_format
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    out = tmp_path / "pt"
+    assert main(_pt_args(qwen1_dir, out, tmp_path, "full")) == 0
+    # A standard transformers checkpoint: no remote code, no tiktoken file, nothing for the converter to do.
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "qwen2" and config["architectures"] == ["Qwen2ForCausalLM"] and "auto_map" not in config
+    assert source_format(out) is None and not list(out.glob("*.py")) and not (out / qwen1.VOCAB_FILE).exists()
+    trained = AutoModelForCausalLM.from_pretrained(out)  # transformers' own loading
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer("答案：A")["input_ids"] == [102349, 5122, 32] and tokenizer.eos_token_id == 151643
+
+    # It trained the converted copy, and its record names the Qwen-1 directory it was converted from.
+    record = json.loads((out / "harness_train.json").read_text())
+    copy = Path(record["model"]["model_name_or_path"])
+    assert copy.parent == cache / "models" and copy.name.startswith("qwen-")
+    assert record["model"]["converted_from"] == {"model_name_or_path": str(qwen1_dir), "source_format": "qwen",
+                                                 "converter": qwen1.CONVERTER}
+    assert record["finetuning"]["stage"] == "pt" and record["finetuning"]["finetuning_type"] == "full"
+    before = AutoModelForCausalLM.from_pretrained(copy).state_dict()
+    after = trained.state_dict()
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+    run = tmp_path / "run"
+    assert main(["eval", "--model", str(out), "--data-dir", str(data_dir), "--output", str(run), "--no-progress",
+                 "--shots", "0", "--limit", "1"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"]["path"] == str(out) and results["model"]["architecture"] == "Qwen2ForCausalLM"
+    assert "source_format" not in results["model"] and results["overall"]["n"] == 6
+
+
 # --- InternLM-7B ------------------------------------------------------------------------------
 
 

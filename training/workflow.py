@@ -113,7 +113,8 @@ def run_record(args: TrainArgs, files: dict, contamination: dict | None = None) 
             pass
     record = {
         "harness": {"version": __version__, **git_state()},
-        "model": dataclasses.asdict(args.model),
+        # what was loaded; `converted_from`: the model as given, where the harness trained from its copy
+        "model": {**dataclasses.asdict(args.model), "converted_from": args.converted_from},
         "data": {**dataclasses.asdict(args.data), "files": files},
         "finetuning": dataclasses.asdict(args.finetuning),
         "devops_eval": dataclasses.asdict(args.devops_eval),
