@@ -442,6 +442,40 @@ def test_harness_train_pt_full_from_a_qwen1_checkpoint_is_a_plain_qwen2_checkpoi
     assert "source_format" not in results["model"] and results["overall"]["n"] == 6
 
 
+def _in_a_new_process(argv: list[str], cache: Path) -> None:
+    """`harness ARGV` in a process of its own: nothing this one registered or converted is known there."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "harness", *argv], cwd=ROOT, env={**os.environ, "HARNESS_CACHE": str(cache)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("finetuning", ["full", "lora"])
+def test_a_baichuan2_13b_checkpoint_trained_full_or_lora_trains_on_and_scores_in_a_new_process(finetuning, cache, data_dir, tmp_path, monkeypatch):
+    # Its converted class is the harness's own (ALiBi): what training saved must load where no
+    # conversion has registered that class, and LoRA needs default targets for it.
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    source = _write_checkpoint(tmp_path / "tiny-baichuan2-13b", "baichuan2-13b")
+    out = tmp_path / "pt"
+    assert main(_pt_args(source, out, tmp_path, finetuning)) == 0
+    if finetuning == "full":
+        assert json.loads((out / "config.json").read_text())["model_type"] == baichuan2.ALIBI_MODEL_TYPE
+        _in_a_new_process(_pt_args(out, tmp_path / "again", tmp_path, "full", steps=1), cache)  # trained further, as it is
+        out = tmp_path / "again"
+    else:
+        assert sorted(json.loads((out / "adapter_config.json").read_text())["target_modules"]) == ["q_proj", "v_proj"]
+    run = tmp_path / "run"
+    _in_a_new_process(["eval", "--model", str(out), "--data-dir", str(data_dir), "--output", str(run), "--no-progress",
+                       "--shots", "0", "--limit", "1"], cache)
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"]["architecture"] == "BaichuanAlibiForCausalLM" and results["overall"]["n"] == 6
+
+
 # --- InternLM-7B ------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from harness import families
 from harness.conversation import get_template
 from harness.errors import first_line
 from harness.lineage import TRAINING_RECORD
@@ -280,6 +281,7 @@ def load_model(args: TrainArgs):
     from transformers import AutoModelForCausalLM
 
     m = args.model
+    families.register_own_class(m.model_name_or_path)  # e.g. a Baichuan2-13B copy trained further
     try:
         model = AutoModelForCausalLM.from_pretrained(
             m.model_name_or_path,
