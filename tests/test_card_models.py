@@ -442,6 +442,34 @@ def test_harness_train_pt_full_from_a_qwen1_checkpoint_is_a_plain_qwen2_checkpoi
     assert "source_format" not in results["model"] and results["overall"]["n"] == 6
 
 
+@pytest.mark.slow  # 15 to 45 s each on two shared CPU cores: GPT-QModel calibrates, packs, saves, reloads
+@pytest.mark.parametrize("family", ["qwen1", "baichuan2"])
+def test_harness_quantize_gptq_starts_from_a_card_checkpoint_and_its_output_scores(family, cache, data_dir, tmp_path, monkeypatch):
+    from harness.cli import main
+    from harness.quantize.methods import missing_packages
+
+    if missing_packages("gptq"):
+        pytest.skip(missing_packages("gptq"))
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    source = _write_checkpoint(tmp_path / f"tiny-{family}", family)
+    ckpt = tmp_path / "gptq"
+    # The converted layers are 64 and 128 wide: groups of 32 fit them.
+    assert main(["quantize", "--model", str(source), "--method", "gptq", "--group-size", "32", "--data-dir", str(data_dir),
+                 "--output", str(ckpt)]) == 0
+    marker = json.loads((ckpt / "harness_quantization.json").read_text())
+    assert (marker["method"], marker["bits"], marker["group_size"]) == ("gptq", 4, 32)
+    assert marker["source_path"] == str(source.resolve()) and marker["calibration"]["source"] == "devops-dev"
+    assert marker["quantized_layers"] == 14 and marker["float_layers"] == ["lm_head"]  # 2 × (q, k, v split, o, gate, up, down)
+    assert marker["verified_reload"]["max_abs_logit_difference"] == 0.0
+    run = tmp_path / "run"
+    assert main(["eval", "--model", str(ckpt), "--data-dir", str(data_dir), "--output", str(run), "--no-progress",
+                 "--shots", "0", "--limit", "1"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"]["quantization"]["method"] == "gptq" and results["model"]["quantization"]["bits"] == 4
+    architecture = {"qwen1": "Qwen2ForCausalLM", "baichuan2": "LlamaForCausalLM"}[family]
+    assert results["model"]["architecture"] == architecture and results["overall"]["n"] == 6
+
+
 def _in_a_new_process(argv: list[str], cache: Path) -> None:
     """`harness ARGV` in a process of its own: nothing this one registered or converted is known there."""
     import os
