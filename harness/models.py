@@ -281,6 +281,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
                 model = load_quanto(src.path, spec.dtype)
             else:
                 weights = _native_checkpoint(src, cache_dir) if src.source_format else src.path
+                families.register_own_class(weights)  # e.g. a fine-tuned Baichuan2-13B copy, in a fresh process
                 model = AutoModelForCausalLM.from_pretrained(
                     weights, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
                 )
@@ -381,7 +382,9 @@ def loadable_path(spec: ModelSpec, cache_dir: Path) -> str:
     """The directory (or Hub id) from_pretrained reads `spec`'s weights from: for a checkpoint in
     one of the card's original formats, its converted copy (made here once), else its own path."""
     src = resolve_source(spec, cache_dir)
-    return _native_checkpoint(src, cache_dir) if src.source_format else src.path
+    path = _native_checkpoint(src, cache_dir) if src.source_format else src.path
+    families.register_own_class(path)
+    return path
 
 
 def _native_checkpoint(src: _Source, cache_dir: Path) -> str:

@@ -396,6 +396,114 @@ def test_harness_train_starts_a_lora_from_a_qwen1_checkpoint_and_its_adapter_sco
     assert results["model"]["adapter"] == str(lora) and results["overall"]["n"] == 6
 
 
+def _pt_args(model: Path, out: Path, tmp_path: Path, finetuning: str, steps: int = 2) -> list[str]:
+    """`harness train --stage pt` on the example corpus: a few steps of blocks of 32 tokens, no intermediate checkpoint."""
+    return ["train", "--stage", "pt", "--model_name_or_path", str(model), "--dataset", "devops_corpus",
+            "--dataset_dir", str(ROOT / "training" / "data"), "--finetuning_type", finetuning, "--max_source_length", "32",
+            "--output_dir", str(out), "--cache_dir", str(tmp_path / "hf-cache"), "--report_to", "none",
+            "--per_device_train_batch_size", "4", "--max_steps", str(steps), "--learning_rate", "1e-3", "--save_strategy", "no",
+            "--seed", "0"]
+
+
+def test_harness_train_pt_full_from_a_qwen1_checkpoint_is_a_plain_qwen2_checkpoint_that_scores(qwen1_dir, cache, data_dir, tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.cli import main
+    from harness.families import source_format
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    out = tmp_path / "pt"
+    assert main(_pt_args(qwen1_dir, out, tmp_path, "full")) == 0
+    # A standard transformers checkpoint: no remote code, no tiktoken file, nothing for the converter to do.
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "qwen2" and config["architectures"] == ["Qwen2ForCausalLM"] and "auto_map" not in config
+    assert source_format(out) is None and not list(out.glob("*.py")) and not (out / qwen1.VOCAB_FILE).exists()
+    trained = AutoModelForCausalLM.from_pretrained(out)  # transformers' own loading
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer("答案：A")["input_ids"] == [102349, 5122, 32] and tokenizer.eos_token_id == 151643
+
+    # It trained the converted copy, and its record names the Qwen-1 directory it was converted from.
+    record = json.loads((out / "harness_train.json").read_text())
+    copy = Path(record["model"]["model_name_or_path"])
+    assert copy.parent == cache / "models" and copy.name.startswith("qwen-")
+    assert record["model"]["converted_from"] == {"model_name_or_path": str(qwen1_dir), "source_format": "qwen",
+                                                 "converter": qwen1.CONVERTER}
+    assert record["finetuning"]["stage"] == "pt" and record["finetuning"]["finetuning_type"] == "full"
+    before = AutoModelForCausalLM.from_pretrained(copy).state_dict()
+    after = trained.state_dict()
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+    run = tmp_path / "run"
+    assert main(["eval", "--model", str(out), "--data-dir", str(data_dir), "--output", str(run), "--no-progress",
+                 "--shots", "0", "--limit", "1"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"]["path"] == str(out) and results["model"]["architecture"] == "Qwen2ForCausalLM"
+    assert "source_format" not in results["model"] and results["overall"]["n"] == 6
+
+
+@pytest.mark.slow  # 15 to 45 s each on two shared CPU cores: GPT-QModel calibrates, packs, saves, reloads
+@pytest.mark.parametrize("family", ["qwen1", "baichuan2"])
+def test_harness_quantize_gptq_starts_from_a_card_checkpoint_and_its_output_scores(family, cache, data_dir, tmp_path, monkeypatch):
+    from harness.cli import main
+    from harness.quantize.methods import missing_packages
+
+    if missing_packages("gptq"):
+        pytest.skip(missing_packages("gptq"))
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    source = _write_checkpoint(tmp_path / f"tiny-{family}", family)
+    ckpt = tmp_path / "gptq"
+    # The converted layers are 64 and 128 wide: groups of 32 fit them.
+    assert main(["quantize", "--model", str(source), "--method", "gptq", "--group-size", "32", "--data-dir", str(data_dir),
+                 "--output", str(ckpt)]) == 0
+    marker = json.loads((ckpt / "harness_quantization.json").read_text())
+    assert (marker["method"], marker["bits"], marker["group_size"]) == ("gptq", 4, 32)
+    assert marker["source_path"] == str(source.resolve()) and marker["calibration"]["source"] == "devops-dev"
+    assert marker["quantized_layers"] == 14 and marker["float_layers"] == ["lm_head"]  # 2 × (q, k, v split, o, gate, up, down)
+    assert marker["verified_reload"]["max_abs_logit_difference"] == 0.0
+    run = tmp_path / "run"
+    assert main(["eval", "--model", str(ckpt), "--data-dir", str(data_dir), "--output", str(run), "--no-progress",
+                 "--shots", "0", "--limit", "1"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"]["quantization"]["method"] == "gptq" and results["model"]["quantization"]["bits"] == 4
+    architecture = {"qwen1": "Qwen2ForCausalLM", "baichuan2": "LlamaForCausalLM"}[family]
+    assert results["model"]["architecture"] == architecture and results["overall"]["n"] == 6
+
+
+def _in_a_new_process(argv: list[str], cache: Path) -> None:
+    """`harness ARGV` in a process of its own: nothing this one registered or converted is known there."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "harness", *argv], cwd=ROOT, env={**os.environ, "HARNESS_CACHE": str(cache)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("finetuning", ["full", "lora"])
+def test_a_baichuan2_13b_checkpoint_trained_full_or_lora_trains_on_and_scores_in_a_new_process(finetuning, cache, data_dir, tmp_path, monkeypatch):
+    # Its converted class is the harness's own (ALiBi): what training saved must load where no
+    # conversion has registered that class, and LoRA needs default targets for it.
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    source = _write_checkpoint(tmp_path / "tiny-baichuan2-13b", "baichuan2-13b")
+    out = tmp_path / "pt"
+    assert main(_pt_args(source, out, tmp_path, finetuning)) == 0
+    if finetuning == "full":
+        assert json.loads((out / "config.json").read_text())["model_type"] == baichuan2.ALIBI_MODEL_TYPE
+        _in_a_new_process(_pt_args(out, tmp_path / "again", tmp_path, "full", steps=1), cache)  # trained further, as it is
+        out = tmp_path / "again"
+    else:
+        assert sorted(json.loads((out / "adapter_config.json").read_text())["target_modules"]) == ["q_proj", "v_proj"]
+    run = tmp_path / "run"
+    _in_a_new_process(["eval", "--model", str(out), "--data-dir", str(data_dir), "--output", str(run), "--no-progress",
+                       "--shots", "0", "--limit", "1"], cache)
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"]["architecture"] == "BaichuanAlibiForCausalLM" and results["overall"]["n"] == 6
+
+
 # --- InternLM-7B ------------------------------------------------------------------------------
 
 

@@ -91,6 +91,9 @@ class TrainArgs:
     training: Seq2SeqTrainingArguments
     finetuning: FinetuningArguments
     devops_eval: DevOpsEvalArguments
+    # Set when `model.model_name_or_path` is a copy the harness made (a named model, or a checkpoint
+    # in one of the card's formats converted): the model as given, and the conversion, for the record.
+    converted_from: dict | None = None
 
 
 # transformers 5 renamed these; the seed's scripts still pass the old names.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.errors import first_line
+from harness.families.baichuan2 import ALIBI_MODEL_TYPE
 from training.errors import TrainingError
 
 # LLaMA-Efficient-Tuning's advice per architecture: the attention projections (query and value for
@@ -12,7 +13,7 @@ from training.errors import TrainingError
 DEFAULT_TARGETS = {
     **dict.fromkeys(
         ("llama", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "mistral", "mixtral", "gemma", "gemma2", "gemma3",
-         "gemma3_text", "internlm", "starcoder2"),
+         "gemma3_text", "internlm", "starcoder2", ALIBI_MODEL_TYPE),  # the last: Baichuan2-13B converted
         ("q_proj", "v_proj"),
     ),
     "qwen": ("c_attn",),  # Qwen-1 and DevOps-Model (remote code)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from harness import families
 from harness.conversation import get_template
 from harness.errors import first_line
 from harness.lineage import TRAINING_RECORD
@@ -113,7 +114,8 @@ def run_record(args: TrainArgs, files: dict, contamination: dict | None = None) 
             pass
     record = {
         "harness": {"version": __version__, **git_state()},
-        "model": dataclasses.asdict(args.model),
+        # what was loaded; `converted_from`: the model as given, where the harness trained from its copy
+        "model": {**dataclasses.asdict(args.model), "converted_from": args.converted_from},
         "data": {**dataclasses.asdict(args.data), "files": files},
         "finetuning": dataclasses.asdict(args.finetuning),
         "devops_eval": dataclasses.asdict(args.devops_eval),
@@ -279,6 +281,7 @@ def load_model(args: TrainArgs):
     from transformers import AutoModelForCausalLM
 
     m = args.model
+    families.register_own_class(m.model_name_or_path)  # e.g. a Baichuan2-13B copy trained further
     try:
         model = AutoModelForCausalLM.from_pretrained(
             m.model_name_or_path,

@@ -32,7 +32,7 @@ def run(args) -> int:
     from training.workflow import train
 
     targs = parse_train_args(args.argv)
-    targs.model.model_name_or_path = named_model_path(targs.model.model_name_or_path)
+    targs.model.model_name_or_path, targs.converted_from = named_model_path(targs.model.model_name_or_path)
     is_main = targs.training.process_index == 0
     logging.getLogger("harness.training").setLevel(logging.INFO if is_main else logging.WARNING)
     if not args.verbose:
@@ -63,17 +63,21 @@ def training_data_check(targs):
     )
 
 
-def named_model_path(name: str) -> str:
+def named_model_path(name: str) -> tuple[str, dict | None]:
     """A model `harness eval` knows by name (gemma-3-270m), or a checkpoint in one of the card's
-    original formats (Qwen-1, InternLM, Baichuan2), trains from its converted local copy."""
+    original formats (Qwen-1, InternLM, Baichuan2), trains from its converted local copy: (the
+    directory to train from, what the training record says that copy was made from — None when
+    `name` itself is trained from)."""
     from pathlib import Path
 
-    from harness.families import source_format
+    from harness import families
     from harness.models import NAMED_MODELS, ModelSpec, loadable_path
 
-    if name in NAMED_MODELS or source_format(Path(name).expanduser()):
-        return loadable_path(ModelSpec(model=name), cache_dir())
-    return name
+    fmt = families.source_format(Path(name).expanduser())
+    if name in NAMED_MODELS or fmt:
+        origin = {"model_name_or_path": name, **(families.record(fmt) if fmt else {})}
+        return loadable_path(ModelSpec(model=name), cache_dir()), origin
+    return name, None
 
 
 def devops_eval_plan(targs):

@@ -42,6 +42,19 @@ def source_format(path: Path) -> str | None:
                  if values.get("model_type") == family.FORMAT or family.ARCHITECTURE in architectures), None)
 
 
+def register_own_class(path: str | Path) -> None:
+    """Before transformers' Auto classes load the checkpoint in `path`: if it is of the harness's own
+    class (Baichuan2-13B's ALiBi model: a converted copy, or a fine-tuning, merge or quantization of
+    one), make that class known to them in this process. Anything else (a Hub id, a transformers
+    class) is left alone."""
+    try:
+        values = json.loads((Path(path).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return
+    if isinstance(values, dict) and values.get("model_type") == baichuan2.ALIBI_MODEL_TYPE:
+        baichuan2.register()
+
+
 def vocab_name(fmt: str) -> str:
     """The tokenizer file a checkpoint in `fmt` ships ("qwen.tiktoken"), which `convert_tokenizer` reads."""
     return FAMILIES[fmt].VOCAB_FILE

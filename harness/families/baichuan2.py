@@ -23,6 +23,7 @@ from harness.families.vocab import read_sentencepiece
 FORMAT = "baichuan"
 CONVERTER = "harness.families.baichuan2/1"
 ARCHITECTURE = "BaichuanForCausalLM"  # config.json `architectures`; `model_type` is FORMAT
+ALIBI_MODEL_TYPE = "harness_baichuan_alibi"  # 13B's converted class (alibi.MODEL_TYPE), told without importing it
 DESCRIBED = "a Baichuan2 checkpoint"  # in messages: "DIR is a Baichuan2 checkpoint without ..."
 VOCAB_FILE = "tokenizer.model"
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
