@@ -122,15 +122,16 @@ def run(args) -> int:
 def _gate(args, protocol, shots_list: list[int], chat: str | None):
     """The gate of this evaluation (`harness.gating.EvalGate`), or None without --gate-baseline."""
     from harness.commands.args import gate_flag_given, gate_plan, subject_keys
-    from harness.gating import eval_gate
-    from harness.records import RunSettings
-    from tasks import select_subjects
 
     if not args.gate_baseline:
         flag = gate_flag_given(args)
         if flag:
             raise HarnessError(f"{flag} is a gate flag: add --gate-baseline RUN_DIR (or run harness gate)")
         return None
+    from harness.gating import eval_gate  # here: an evaluation without a gate does not import it
+    from harness.records import RunSettings
+    from tasks import select_subjects
+
     plan = gate_plan(args)
     subjects = [s.key for s in select_subjects(subject_keys(args.subjects))]
     planned = [RunSettings.of(protocol.name, protocol.version, k, chat, subjects, args.limit, args.normalize) for k in shots_list]
