@@ -94,7 +94,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['processes']} | {r['threads_each']} | {r['wall_s']} | {r['questions_per_s']} | {r['speedup']}x | "
-              f"{100 * r['agreement']:.2f}% |{' BUSY' if r['busy'] else ''}")
+              f"{100 * r['agreement']:.2f}%{' BUSY' if r['busy'] else ''} |")
     refusal = refuse_busy_overwrite(Path(args.json), load, args.allow_busy)
     if refusal:
         kept = work / Path(args.json).name
