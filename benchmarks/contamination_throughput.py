@@ -7,6 +7,8 @@ kept in the repository): DevOps-like Chinese and English text recombined from th
 example training data, with random ideographs, commands and numbers, one record per line, and
 --plant questions of the benchmark hidden in it. Then runs the same reading and matching as the
 command and prints the throughput, and checks that exactly the planted questions were found.
+The CPU and the machine's load during the scan are printed too (benchmarks/machine.py): a
+throughput measured beside other busy processes is flagged BUSY.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import LoadWatch, cpu_facts, describe, describe_cpu
 from harness.contamination import all_records, corpus_files, load_questions
 from tasks.contamination import scan
 
@@ -89,6 +92,7 @@ def main() -> int:
     p.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR") or str(ROOT.parent / "shared" / "data"))
     p.add_argument("--plant", type=int, default=5, help="questions hidden in the corpus (default 5)")
     args = p.parse_args()
+    watch = LoadWatch()  # before anything of ours runs: the load average is the machine's
 
     questions, _ = load_questions(args.data_dir, None)
     rng = random.Random(1)
@@ -104,6 +108,7 @@ def main() -> int:
         started, cpu = time.perf_counter(), time.process_time()
         findings = scan(questions, all_records(corpus_files([str(corpus)])))
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        load = watch.finish()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     found = set(findings.found)
@@ -111,6 +116,7 @@ def main() -> int:
     print(f"scanned {size / 1e6:.1f} MB ({findings.records} records, {findings.chars / 1e6:.1f} M characters) "
           f"in {seconds:.1f} s: {size / 1e6 / seconds:.1f} MB/s ({size / 1e6 / cpu:.1f} MB per CPU second; one process)")
     print(f"planted {len(expected)} questions; found {len(found & expected)} of them and {len(found - expected)} others")
+    print(f"{describe_cpu(cpu_facts())}; {describe(load)}")
     return 0 if found >= expected else 1
 
 

@@ -12,8 +12,16 @@ per-question agreement (with the top-two margins of any disagreement), and the a
 FLOP/s as a fraction of this machine's bf16 and fp32 matmul throughput, measured in the same run.
 Everything also goes to a JSON file.
 
-    python benchmarks/lm_eval_speed.py --data-dir ../shared/data            # the full table (~40 min on 2 cores)
-    python benchmarks/lm_eval_speed.py --data-dir ../shared/data --limit 5  # a quick look
+    python benchmarks/lm_eval_speed.py --data-dir ../shared/data                    # the full table (~40 min on 2 cores)
+    python benchmarks/lm_eval_speed.py --data-dir ../shared/data --quick            # the harness alone (a few minutes)
+    python benchmarks/lm_eval_speed.py --data-dir ../shared/data --quick --limit 20 # a shorter look
+
+`--quick` times the harness alone, bf16 and fp32, zero- and five-shot: wall and scoring seconds
+(the run record's `timings.score_seconds`), model FLOP/s of scoring as a fraction of the matmul
+rate measured in the same run, and the five-/zero-shot ratio; written to
+`benchmarks/results/lm_eval_speed_quick.json`. Both modes record the CPU (model, AMX, AVX-512
+BF16) and the machine's load (benchmarks/machine.py): a run beside other busy processes is flagged
+BUSY, and its figures are not written over benchmarks/results/ unless `--allow-busy`.
 
 FLOPs are counted from token positions, not measured: per position 2 x (non-embedding linear
 weights), plus attention 4 x heads x head_dim x (keys visible: the sliding window caps it on
@@ -37,7 +45,19 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import (
+    CpuMeter,
+    LoadWatch,
+    count_busy_rows,
+    cpu_facts,
+    describe,
+    describe_cpu,
+    refuse_busy_overwrite,
+    row_is_busy,
+    wait_until_idle,
+)
 
 # --- measuring ----------------------------------------------------------------------------------
 
@@ -133,6 +153,11 @@ def lm_eval_flops(fm: FlopModel, groups: list[list[tuple[int, ...]]]) -> float:
 # --- agreement ------------------------------------------------------------------------------------
 
 
+def harness_timings(run_dir: Path) -> dict:
+    """What the run record says about where the time went (load, preparation, scoring)."""
+    return json.loads((run_dir / "results.json").read_text())["runtime"]["timings"]
+
+
 def harness_scores(run_dir: Path) -> dict[str, list[float]]:
     lines = (run_dir / "samples.jsonl").read_text().splitlines()
     return {f"{s['subject']}:{s['id']}": s["logits"] for s in map(json.loads, lines)}
@@ -186,9 +211,10 @@ def agreement(ours: dict, theirs: dict, fp32_ours: dict | None = None, noise: fl
 # --- the run ------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR") or str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--quick", action="store_true", help="the harness alone: both dtypes, both shot counts, its efficiency (minutes)")
     p.add_argument("--shots", default="0,5")
     p.add_argument("--dtypes", default="bfloat16,float32")
     p.add_argument("--lm-eval-batch-sizes", default="1,8", help="bf16 batch sizes tried for lm-eval (its best is compared)")
@@ -196,11 +222,17 @@ def main() -> None:
                    help="fp32 lm-eval is run for agreement; at bs 8 its full-vocabulary logits need ~20 GB five-shot")
     p.add_argument("--harness-batch-size", default="8")
     p.add_argument("--limit", type=int, help="questions per subject (a quick look; the bars are judged on all 574)")
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "lm_eval_speed.json"))
+    p.add_argument("--json", help="where the figures go (default benchmarks/results/lm_eval_speed[_quick].json)")
+    p.add_argument("--allow-busy", action="store_true", help="write figures measured on a busy machine into benchmarks/results/ too")
+    p.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                   help="first wait up to this long for the load average to fall below 0.5 (it lingers after a previous run)")
+    p.add_argument("--matmul-seconds", type=float, default=3.0, help="how long each dtype's matmul rate is measured (default 3)")
     p.add_argument("--work-dir", help="keep each measurement here and reuse finished ones on a rerun (default: a new temp dir)")
     args = p.parse_args()
+    target = Path(args.json or ROOT / "benchmarks" / "results" / f"lm_eval_speed{'_quick' if args.quick else ''}.json")
+    wait_until_idle(args.wait_idle)
+    watch = LoadWatch()  # before anything of ours runs: the load average is the machine's, not our set-up's
 
-    sys.path.insert(0, str(ROOT))
     from harness.commands.args import cache_dir
     from harness.models import NAMED_MODELS
     from tasks import devops_subjects, load_local
@@ -212,14 +244,16 @@ def main() -> None:
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="lm-eval-speed-"))
     work.mkdir(parents=True, exist_ok=True)
     tasks_dir = work / "tasks"
-    subprocess.run([sys.executable, "-m", "harness", "tasks", "export-lm-eval", str(tasks_dir), "--data-dir", args.data_dir],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    if not args.quick:
+        subprocess.run([sys.executable, "-m", "harness", "tasks", "export-lm-eval", str(tasks_dir), "--data-dir", args.data_dir],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     fm = FlopModel(model_dir)
     measured_machine = work / "machine.json"  # reused with the measurements it belongs to
     if measured_machine.is_file():
         machine = json.loads(measured_machine.read_text())
     else:
-        machine = {"cpus": os.cpu_count(), **{f"{dt}_matmul_gflops": round(matmul_gflops(dt), 1) for dt in ("bfloat16", "float32")}}
+        machine = {**cpu_facts(), **{f"{dt}_matmul_gflops": round(matmul_gflops(dt, seconds=args.matmul_seconds), 1)
+                                     for dt in ("bfloat16", "float32")}}
         measured_machine.write_text(json.dumps(machine))
     print(f"machine: {machine}", flush=True)
     limit = ["--limit", str(args.limit)] if args.limit else []
@@ -231,13 +265,14 @@ def main() -> None:
         tokens = sum(len(x) for g in groups for x in g)
         flops = {"harness": harness_flops(fm, groups), "lm-eval": lm_eval_flops(fm, groups)}
         runs = [("harness", dt, args.harness_batch_size) for dt in dtypes]
-        runs += [("lm-eval", "bfloat16", bs) for bs in args.lm_eval_batch_sizes.split(",") if "bfloat16" in dtypes]
-        runs += [("lm-eval", "float32", args.lm_eval_fp32_batch_size)] if "float32" in dtypes else []
+        if not args.quick:
+            runs += [("lm-eval", "bfloat16", bs) for bs in args.lm_eval_batch_sizes.split(",") if "bfloat16" in dtypes]
+            runs += [("lm-eval", "float32", args.lm_eval_fp32_batch_size)] if "float32" in dtypes else []
         for tool, dtype, bs in runs:
-            out = work / f"{tool}-{dtype}-bs{bs}-{shots}shot"
+            out = work / f"{tool}-{dtype}-bs{bs}-{shots}shot{'-limit' + str(args.limit) if args.limit else ''}"
             measured = Path(str(out) + ".row.json")  # a finished measurement, reused on a rerun
-            if measured.is_file():
-                row = json.loads(measured.read_text())
+            row = json.loads(measured.read_text()) if measured.is_file() else None
+            if row and (tool != "harness" or "score_s" in row):  # (rows of an older script lack the scoring split)
                 rows.append(row)
                 scores[(tool, dtype, bs, shots)] = (
                     harness_scores(out) if tool == "harness" else json.loads(Path(str(out) + ".json").read_text())["loglik"]
@@ -253,7 +288,9 @@ def main() -> None:
                 cmd = [sys.executable, str(ROOT / "benchmarks" / "run_lm_eval.py"), "--model", str(model_dir),
                        "--tasks-dir", str(tasks_dir), "--shots", str(shots), "--dtype", dtype, "--batch-size", bs,
                        "--out", str(out) + ".json", *limit]
+            meter = CpuMeter()
             wall, rss = timed(cmd)
+            others = meter.other_cores()
             scores[(tool, dtype, bs, shots)] = (
                 harness_scores(out) if tool == "harness" else json.loads(Path(str(out) + ".json").read_text())["loglik"]
             )
@@ -262,15 +299,33 @@ def main() -> None:
                    "questions_per_s": round(n / wall, 2), "tokens_per_s": round(tokens / wall, 1), "peak_rss_gb": round(rss, 2),
                    "gflop": round(flops[tool] / 1e9, 1), "gflops_per_s": round(flops[tool] / wall / 1e9, 1),
                    "fraction_of_matmul_peak": round(flops[tool] / wall / 1e9 / dt_peak, 3)}
+            if tool == "harness":  # where the time went, from the run record
+                t = harness_timings(out)
+                score_s = t["score_seconds"]
+                row.update({"score_s": round(score_s, 1), "outside_scoring_s": round(wall - score_s, 1),
+                            "load_s": round(t["load_seconds"], 1), "prepare_s": round(t["prepare_seconds"], 1),
+                            "scoring_gflops_per_s": round(flops[tool] / score_s / 1e9, 1),
+                            "scoring_fraction_of_matmul_peak": round(flops[tool] / score_s / 1e9 / dt_peak, 3)})
+            row["other_cores"] = others
+            row["busy"] = row_is_busy(others)
             rows.append(row)
             measured.write_text(json.dumps(row))
             print(json.dumps(row), flush=True)
 
-    summary = summarize(rows, scores, shots_list, dtypes)
-    report = {"machine": machine, "model": "gemma-3-270m", "rows": rows, **summary}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(render(report))
+    load = count_busy_rows(watch.finish(), rows)
+    summary = quick_summary(rows, scores, shots_list, dtypes) if args.quick else summarize(rows, scores, shots_list, dtypes)
+    report = {"mode": "quick" if args.quick else "full", "machine": machine, "load": load, "busy": load["busy"],
+              "model": "gemma-3-270m", "rows": rows, **summary}
+    print(render_quick(report) if args.quick else render(report))
+    refusal = refuse_busy_overwrite(target, load, args.allow_busy)
+    if refusal:
+        kept = work / target.name
+        kept.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"{refusal}; the figures are in {kept}", file=sys.stderr)
+        return 3
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
 
 
 def summarize(rows, scores, shots_list, dtypes) -> dict:
@@ -311,15 +366,59 @@ def summarize(rows, scores, shots_list, dtypes) -> dict:
     return out
 
 
+def quick_summary(rows, scores, shots_list, dtypes) -> dict:
+    """The harness alone: five-/zero-shot ratios (whole process and scoring), and bf16 against fp32."""
+    def row(dtype, shots):
+        return next((r for r in rows if r["dtype"] == dtype and r["shots"] == shots), None)
+
+    out = {"five_vs_zero_shot": {}, "five_vs_zero_shot_scoring": {}, "agreement": {}}
+    for dtype in dtypes:
+        zero, five = row(dtype, 0), row(dtype, 5)
+        if zero and five:
+            out["five_vs_zero_shot"][dtype] = round(five["wall_s"] / zero["wall_s"], 2)
+            out["five_vs_zero_shot_scoring"][dtype] = round(five["score_s"] / zero["score_s"], 2)
+    for shots in shots_list:
+        bf16, fp32 = row("bfloat16", shots), row("float32", shots)
+        if bf16 and fp32:
+            b = scores[("harness", "bfloat16", bf16["batch_size"], shots)]
+            f = scores[("harness", "float32", fp32["batch_size"], shots)]
+            same = sum(int(np.argmax(b[k])) == int(np.argmax(f[k])) for k in f)
+            out["agreement"][f"bfloat16 vs float32, {shots}-shot"] = {"questions": len(f), "same": same}
+    return out
+
+
+def machine_line(m: dict) -> str:
+    return f"{describe_cpu(m)}; matmul {m['bfloat16_matmul_gflops']} GFLOP/s bf16, {m['float32_matmul_gflops']} GFLOP/s fp32"
+
+
+def render_quick(report: dict) -> str:
+    lines = [f"Gemma 3 270M, {report['rows'][0]['questions']} questions, lm-eval protocol, harness alone; {machine_line(report['machine'])}",
+             describe(report["load"]), "",
+             "| dtype | shots | wall s | scoring s | outside scoring s | q/s | GFLOP | scoring GFLOP/s | of matmul rate | other processes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        others = f"{r['other_cores']:.2f} cores{' BUSY' if r['busy'] else ''}" if r.get("other_cores") is not None else "unknown"
+        lines.append(f"| {r['dtype']} | {r['shots']} | {r['wall_s']} | {r['score_s']} | {r['outside_scoring_s']} | {r['questions_per_s']} | "
+                     f"{r['gflop']} | {r['scoring_gflops_per_s']} | {100 * r['scoring_fraction_of_matmul_peak']:.1f}% | {others} |")
+    ratios = [f"{k} {v}x whole process, {report['five_vs_zero_shot_scoring'][k]}x scoring" for k, v in report["five_vs_zero_shot"].items()]
+    if ratios:
+        lines += ["", "Five-shot / zero-shot: " + "; ".join(ratios)]
+    for k, v in report["agreement"].items():
+        lines.append(f"Predictions {k}: {v['same']}/{v['questions']} the same")
+    if report["busy"]:
+        lines += ["", "BUSY MACHINE: " + "; ".join(report["load"]["busy_reasons"])]
+    return "\n".join(lines)
+
+
 def render(report: dict) -> str:
-    m = report["machine"]
-    lines = [f"Gemma 3 270M, {report['rows'][0]['questions']} questions, lm-eval protocol; "
-             f"{m['cpus']} CPUs, matmul {m['bfloat16_matmul_gflops']} GFLOP/s bf16, {m['float32_matmul_gflops']} GFLOP/s fp32", "",
+    lines = [f"Gemma 3 270M, {report['rows'][0]['questions']} questions, lm-eval protocol; {machine_line(report['machine'])}",
+             describe(report["load"]), "",
              "| tool | dtype | batch | shots | wall s | q/s | tokens/s | peak RSS GB | GFLOP/s | of matmul peak |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         lines.append(f"| {r['tool']} | {r['dtype']} | {r['batch_size']} | {r['shots']} | {r['wall_s']} | {r['questions_per_s']} | "
-                     f"{r['tokens_per_s']} | {r['peak_rss_gb']} | {r['gflops_per_s']} | {100 * r['fraction_of_matmul_peak']:.1f}% |")
+                     f"{r['tokens_per_s']} | {r['peak_rss_gb']} | {r['gflops_per_s']} | {100 * r['fraction_of_matmul_peak']:.1f}%"
+                     f"{' BUSY' if r.get('busy') else ''} |")
     lines += ["", "| setting | harness s | lm-eval best s (bs) | speed-up | harness RSS GB |", "|---|---|---|---|---|"]
     for k, v in report["speedup"].items():
         lines.append(f"| {k} | {v['harness_s']} | {v['lm_eval_best_s']} ({v['lm_eval_best_batch_size']}) | {v['ratio']}x | {v['harness_rss_gb']} |")
@@ -334,8 +433,10 @@ def render(report: dict) -> str:
                      f"{f'{max(fp32):.3g}' if fp32 else '–'} |")
     if report["five_vs_zero_shot"]:
         lines += ["", "Five-shot / zero-shot wall time (harness): " + ", ".join(f"{k} {v}x" for k, v in report["five_vs_zero_shot"].items())]
+    if report["busy"]:
+        lines += ["", "BUSY MACHINE: " + "; ".join(report["load"]["busy_reasons"])]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,24 +14,28 @@ from harness import __version__
 from harness.commands.args import OneLineParser
 from harness.errors import USER_ERRORS, Terminated, one_line
 
-# Each module has `register(subparsers)`, which adds its parser and sets `func(args) -> exit code`.
-COMMANDS = (
-    "harness.commands.evaluate",
-    "harness.commands.prompt",
-    "harness.commands.tasks",
-    "harness.commands.leaderboard",
-    "harness.commands.report",
-    "harness.commands.gate",
-    "harness.commands.train",
-    "harness.commands.quantize",
-    "harness.commands.chat",
-    "harness.commands.contamination",
-)
+# Each command and the module that registers it: `register(subparsers)` adds its parser and sets
+# `func(args) -> exit code`. Only the module of the command being run is imported and registered:
+# building every parser would import what the others need (`quantize`'s methods, `train`'s flags).
+COMMANDS = {
+    "eval": "harness.commands.evaluate",
+    "prompt": "harness.commands.prompt",
+    "tasks": "harness.commands.tasks",
+    "leaderboard": "harness.commands.leaderboard",
+    "report": "harness.commands.report",
+    "compare": "harness.commands.report",
+    "gate": "harness.commands.gate",
+    "train": "harness.commands.train",
+    "quantize": "harness.commands.quantize",
+    "chat": "harness.commands.chat",
+    "contamination": "harness.commands.contamination",
+}
 # Commands that pick up where an interrupted run stopped (finished questions, the last checkpoint).
 RESUMABLE = ("eval", "train")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser: with `command` one of COMMANDS, only that command's; otherwise every one (for --help)."""
     parser = OneLineParser(
         prog="harness",
         description="Evaluate causal LMs on the 574-question DevOps subset of CMMLU and C-Eval.",
@@ -39,9 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings and progress from transformers")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for name in COMMANDS:
+    modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand `argv` names: its first word that is not an option (the top-level options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 class _LowercaseLevel(logging.Formatter):
@@ -101,7 +111,8 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_of(argv)).parse_args(argv)
     _quiet_libraries(args.verbose)
     # SIGTERM (kill, a CI job cancelled, a scheduler's time limit) ends as Ctrl-C does.
     in_main_thread = threading.current_thread() is threading.main_thread()

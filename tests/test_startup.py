@@ -1,0 +1,66 @@
+"""Start-up: a command imports what it uses, and `harness eval` none of the training, quantization,
+plotting or lm-eval stacks unless its flags need them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.cli import COMMANDS, build_parser, command_of
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Imported by a plain `harness eval` they cost seconds of start-up and buy it nothing.
+NOT_FOR_EVAL = (
+    "deepspeed", "peft", "lm_eval", "bitsandbytes", "gptqmodel", "optimum", "vllm",  # training, quantization, lm-eval
+    "matplotlib", "pandas", "datasets", "pyarrow",  # plots, data frames, the Hub loader (the data here is local)
+    "training", "leaderboard", "harness.quantize", "harness.contamination", "harness.chat", "harness.gating",
+    "harness.vllm_backend", "reports.report", "reports.compare",
+)
+
+# Runs the CLI in a fresh interpreter and writes the names of every module it imported.
+_PROBE = """
+import json, sys
+from harness.cli import main
+code = main(sys.argv[2:])
+json.dump(sorted(sys.modules), open(sys.argv[1], "w"))
+raise SystemExit(code)
+"""
+
+
+def _modules_imported_by(argv: list[str], tmp_path: Path) -> set[str]:
+    listing = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(listing), *argv], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(listing.read_text()))
+
+
+def _imported(modules: set[str], name: str) -> bool:
+    return any(m == name or m.startswith(name + ".") for m in modules)
+
+
+def test_eval_imports_no_training_quantization_plotting_or_lm_eval_stack(tiny_model, data_dir, tmp_path):
+    argv = ["eval", "--model", str(tiny_model), "--shots", "0", "--shots", "5", "--limit", "1",
+            "--data-dir", str(data_dir), "--output", str(tmp_path / "run"), "--no-progress"]
+    modules = _modules_imported_by(argv, tmp_path)
+    assert _imported(modules, "transformers") and _imported(modules, "harness.evaluate")  # it did score
+    assert [name for name in NOT_FOR_EVAL if _imported(modules, name)] == []
+
+
+def test_only_the_named_command_is_registered_and_every_command_has_its_module():
+    everything = build_parser()._subparsers._group_actions[0].choices
+    assert sorted(everything) == sorted(COMMANDS)
+    for name in COMMANDS:
+        assert list(build_parser(name)._subparsers._group_actions[0].choices) == [
+            n for n, module in COMMANDS.items() if module == COMMANDS[name]
+        ]
+
+
+def test_the_command_is_the_first_word_that_is_not_an_option():
+    assert command_of(["-v", "eval", "--model", "m"]) == "eval"
+    assert command_of(["--version"]) is None
+    assert command_of([]) is None
