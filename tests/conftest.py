@@ -150,3 +150,15 @@ def gemma_dir() -> Path:
     from harness.models import NAMED_MODELS
 
     return NAMED_MODELS["gemma-3-270m"](_shared_cache())
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on shared CPU cores: one torch thread is several times faster than two contended
+    ones (a module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

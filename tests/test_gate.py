@@ -97,15 +97,7 @@ def _gate(baseline, candidate, *extra) -> int:
     return main(["gate", "--baseline", str(baseline), "--candidate", str(candidate), *map(str, extra)])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on shared CPU cores: one torch thread is several times faster than two contended ones."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
