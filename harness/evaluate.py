@@ -405,6 +405,7 @@ def evaluate(
                 "batch_size": settings.batch_size,
                 "max_batch_tokens": settings.max_batch_tokens,
                 "prefix_cache": settings.prefix_cache and scorer.fast,
+                "attention": getattr(scorer, "attention", None),
                 "seed": settings.seed,
                 "started_at": started_at,
                 "finished_at": _now(),

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.errors import ModelError
 from harness.prompts import PromptFormat, subject_prompts
-from harness.scoring import LetterScorer, common_prefix_len, encode_prompts, plan_batches
+from harness.scoring import SHARED_PREFIX, LetterScorer, common_prefix_len, encode_prompts, plan_batches
 from tasks import get_protocol
 
 
@@ -22,9 +22,9 @@ def _groups(subject_data, tokenizer, protocol="devops", shots=5, per_subject=12)
     return groups
 
 
-def _score_all(model, groups, **plan_kwargs):
+def _score_all(model, groups, shared_prefix=True, **plan_kwargs):
     plan = plan_batches(groups, **plan_kwargs)
-    scorer = LetterScorer(model)
+    scorer = LetterScorer(model, shared_prefix=shared_prefix)
     out = {}
     for batch in plan:
         logits = scorer.score(batch, groups[batch.group])
@@ -48,14 +48,16 @@ def _argmax(d):
     return {k: int(v.argmax()) for k, v in d.items()}
 
 
+@pytest.mark.parametrize("shared_prefix", [True, False], ids=["shared-prefix", "copied-cache"])
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gemma3"])
-def test_batched_prefix_cached_scores_equal_one_at_a_time_full_forward(arch, tiny_model_factory, subject_data):
+def test_batched_prefix_cached_scores_equal_one_at_a_time_full_forward(arch, shared_prefix, tiny_model_factory, subject_data):
     path = tiny_model_factory(arch)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     groups = _groups(subject_data, tokenizer)
     reference = _reference(model, groups)
-    fast = _score_all(model, groups, batch_size=8, max_batch_tokens=100_000, prefix_cache=True)
+    assert (LetterScorer(model, shared_prefix=shared_prefix).attention == SHARED_PREFIX) == shared_prefix
+    fast = _score_all(model, groups, shared_prefix, batch_size=8, max_batch_tokens=100_000, prefix_cache=True)
     assert _argmax(fast) == _argmax(reference)
     for k in reference:
         torch.testing.assert_close(torch.tensor(fast[k]), torch.tensor(reference[k]), rtol=1e-4, atol=1e-4)
@@ -99,6 +101,22 @@ def test_plan_respects_batch_limits_and_covers_every_question_once(tiny_model, s
         width = max(len(groups[b.group][i].input_ids) - b.prefix_len for i in b.items)
         assert len(b.items) <= 5
         assert len(b.items) == 1 or width * len(b.items) <= 400
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3"])
+def test_scoring_leaves_the_model_as_it_was(arch, tiny_model_factory, subject_data):
+    # The shared-prefix attention and the letters' head are the scorer's own, only while it scores.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_factory(arch)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_factory(arch))
+    attention, head = model.config._attn_implementation, model.get_output_embeddings()
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.inference_mode():
+        before = model(input_ids=ids, attention_mask=mask).logits
+    _score_all(model, _groups(subject_data, tokenizer, per_subject=3), batch_size=2, max_batch_tokens=100_000, prefix_cache=True)
+    assert model.config._attn_implementation == attention and model.get_output_embeddings() is head
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, before)
 
 
 def test_letter_ids_come_from_encoding_prompt_plus_letter(tiny_model):
