@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.errors import ModelError
 from harness.prompts import PromptFormat, subject_prompts
-from harness.scoring import SHARED_PREFIX, LetterScorer, common_prefix_len, encode_prompts, plan_batches
+from harness.scoring import SHARED_PREFIX, Encoded, LetterScorer, common_prefix_len, encode_prompts, plan_batches
 from tasks import get_protocol
 
 
@@ -117,6 +117,20 @@ def test_scoring_leaves_the_model_as_it_was(arch, tiny_model_factory, subject_da
     assert model.config._attn_implementation == attention and model.get_output_embeddings() is head
     with torch.inference_mode():
         assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, before)
+
+
+def _rows(*lengths):
+    return [Encoded(tuple(range(1, n + 1)), (0, 1, 2, 3)) for n in lengths]
+
+
+def test_plan_cuts_batches_where_the_lengths_drop():
+    items = _rows(40, 40, 40, 40, 10, 10, 10, 10)
+    cheap = plan_batches([items], batch_size=8, max_batch_tokens=10**6, prefix_cache=False, forward_cost=1)
+    assert [b.items for b in cheap] == [(0, 1, 2, 3), (4, 5, 6, 7)]  # no padding, in the fewest passes
+    costly = plan_batches([items], batch_size=8, max_batch_tokens=10**6, prefix_cache=False, forward_cost=10**6)
+    assert [b.items for b in costly] == [tuple(range(8))]  # one pass, whatever the padding
+    capped = plan_batches([items], batch_size=3, max_batch_tokens=10**6, prefix_cache=False, forward_cost=10**6)
+    assert [len(b.items) for b in capped] == [3, 3, 2]
 
 
 def test_letter_ids_come_from_encoding_prompt_plus_letter(tiny_model):
