@@ -406,6 +406,7 @@ def evaluate(
                 "max_batch_tokens": settings.max_batch_tokens,
                 "prefix_cache": settings.prefix_cache and scorer.fast,
                 "attention": getattr(scorer, "attention", None),
+                "kernels": [scorer.kernels.KIND] if getattr(scorer, "kernels", None) else [],
                 "seed": settings.seed,
                 "started_at": started_at,
                 "finished_at": _now(),
