@@ -301,8 +301,9 @@ def shared_prefix_attention(
     agrees with the uncached one-question path as often as SDPA's float32 scores do). The keys are
     recorded scaled where `keys_scaled`.
     """
-    # Scaling the keys instead of the scores saves a pass over the scores; it rounds nothing where
-    # the scale is a power of two (Gemma 3: 1/16) or the model computes in float32.
+    # Scaling the keys instead of the scores saves a pass over the scores. Where the scale is a power
+    # of two (Gemma 3: 1/16) it rounds nothing; other scales in float32 move a score by about one
+    # float32 step (the tests' tolerance is 1e-4); bfloat16 keys would round, so there it is not done.
     keys_scaled = softcap is None and (query.dtype == torch.float32 or math.frexp(scaling)[0] == 0.5)
     if keys_scaled:
         key = key * scaling
