@@ -405,6 +405,8 @@ def evaluate(
                 "batch_size": settings.batch_size,
                 "max_batch_tokens": settings.max_batch_tokens,
                 "prefix_cache": settings.prefix_cache and scorer.fast,
+                "attention": getattr(scorer, "attention", None),
+                "kernels": [scorer.kernels.KIND] if getattr(scorer, "kernels", None) else [],
                 "seed": settings.seed,
                 "started_at": started_at,
                 "finished_at": _now(),

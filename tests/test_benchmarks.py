@@ -89,3 +89,20 @@ def test_the_quick_benchmark_times_the_harness_alone_in_both_dtypes_and_shot_cou
     assert {"cpu_model", "amx", "avx512_bf16", "bfloat16_matmul_gflops", "float32_matmul_gflops"} <= report["machine"].keys()
     assert {"before", "during", "after"} <= report["load"].keys() and report["busy"] == report["load"]["busy"]
     assert "Five-shot / zero-shot" in done.stdout and ("BUSY MACHINE" in done.stdout) == report["busy"]
+
+
+def test_the_profile_splits_scoring_time_into_matmuls_attention_element_wise_and_overhead(tiny_model, data_dir, tmp_path):
+    out = tmp_path / "profile.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "profile_scoring.py"), "--model", str(tiny_model), "--limit", "3",
+           "--shots", "0", "--data-dir", str(data_dir), "--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    [run] = report["runs"]
+    assert run["questions"] == 18 and run["passes"] >= 1 and run["padded_tokens"] >= run["computed_tokens"] > 0
+    assert {"matmuls", "norms and element-wise", "attention (softmax, masks, concatenation)", "other operators",
+            "Python and framework overhead"} == run["categories"].keys()
+    assert abs(sum(run["categories"].values()) - run["profiled_wall_s"]) <= 0.02 * run["profiled_wall_s"] + 0.02  # the parts make the whole
+    assert run["categories"]["matmuls"] > 0 and run["top_operators"]
+    assert {"cpu_model", "amx", "avx512_bf16"} <= report["machine"].keys() and "busy" in report
+    assert "| matmuls |" in done.stdout

@@ -76,7 +76,14 @@ def test_record_holds_what_reproduces_the_run(five_shot_run, tiny_model):
                              "content_sha256": "8055e65b01bc85d0c97018c34ef315bb0251011b3555bb7684517669b9a3eaa3"}
     assert r["runtime"]["timings"]["scored_questions"] == 574
     assert r["runtime"]["seed"] == 0 and r["runtime"]["prefix_cache"] is True
+    assert r["runtime"]["kernels"] == []  # float32: torch's own linear layers
     assert load_run(five_shot_run).shots == 5
+
+
+def test_a_bfloat16_run_records_its_packed_linear_layers(tiny_model, data_dir, tmp_path):
+    assert _eval(tiny_model, tmp_path / "bf16", data_dir, "--shots", "0", "--dtype", "bfloat16", "--limit", "2") == 0
+    r = json.loads((tmp_path / "bf16" / "results.json").read_text())
+    assert r["model"]["dtype"] == "bfloat16" and r["runtime"]["kernels"] == ["onednn-packed-linear"]
 
 
 def test_running_again_over_a_finished_run_verifies_it_and_changes_no_byte(five_shot_run, tiny_model, data_dir, capsys):

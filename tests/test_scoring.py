@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from harness import scoring
 from harness.errors import ModelError
 from harness.prompts import PromptFormat, subject_prompts
-from harness.scoring import LetterScorer, common_prefix_len, encode_prompts, plan_batches
+from harness.scoring import SHARED_PREFIX, CpuKernels, Encoded, LetterScorer, common_prefix_len, encode_prompts, plan_batches
 from tasks import get_protocol
 
 
@@ -22,9 +23,11 @@ def _groups(subject_data, tokenizer, protocol="devops", shots=5, per_subject=12)
     return groups
 
 
-def _score_all(model, groups, **plan_kwargs):
+def _score_all(model, groups, shared_prefix=True, kernels=True, **plan_kwargs):
     plan = plan_batches(groups, **plan_kwargs)
-    scorer = LetterScorer(model)
+    scorer = LetterScorer(model, shared_prefix=shared_prefix)
+    if not kernels:
+        scorer.kernels = None
     out = {}
     for batch in plan:
         logits = scorer.score(batch, groups[batch.group])
@@ -48,14 +51,16 @@ def _argmax(d):
     return {k: int(v.argmax()) for k, v in d.items()}
 
 
+@pytest.mark.parametrize("shared_prefix", [True, False], ids=["shared-prefix", "copied-cache"])
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gemma3"])
-def test_batched_prefix_cached_scores_equal_one_at_a_time_full_forward(arch, tiny_model_factory, subject_data):
+def test_batched_prefix_cached_scores_equal_one_at_a_time_full_forward(arch, shared_prefix, tiny_model_factory, subject_data):
     path = tiny_model_factory(arch)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     groups = _groups(subject_data, tokenizer)
     reference = _reference(model, groups)
-    fast = _score_all(model, groups, batch_size=8, max_batch_tokens=100_000, prefix_cache=True)
+    assert (LetterScorer(model, shared_prefix=shared_prefix).attention == SHARED_PREFIX) == shared_prefix
+    fast = _score_all(model, groups, shared_prefix, batch_size=8, max_batch_tokens=100_000, prefix_cache=True)
     assert _argmax(fast) == _argmax(reference)
     for k in reference:
         torch.testing.assert_close(torch.tensor(fast[k]), torch.tensor(reference[k]), rtol=1e-4, atol=1e-4)
@@ -99,6 +104,74 @@ def test_plan_respects_batch_limits_and_covers_every_question_once(tiny_model, s
         width = max(len(groups[b.group][i].input_ids) - b.prefix_len for i in b.items)
         assert len(b.items) <= 5
         assert len(b.items) == 1 or width * len(b.items) <= 400
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16-packed"])
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3"])
+def test_scoring_leaves_the_model_as_it_was(arch, dtype, tiny_model_factory, subject_data):
+    # The shared-prefix attention, the letters' head and the packed linear layers are the scorer's
+    # own, only while it scores.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_factory(arch), dtype=dtype).eval()
+    layers = {name: m for name, m in model.named_modules()}
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_factory(arch))
+    attention, head = model.config._attn_implementation, model.get_output_embeddings()
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.inference_mode():
+        before = model(input_ids=ids, attention_mask=mask).logits
+    _score_all(model, _groups(subject_data, tokenizer, per_subject=3), batch_size=2, max_batch_tokens=100_000, prefix_cache=True)
+    assert model.config._attn_implementation == attention and model.get_output_embeddings() is head
+    assert {name: m for name, m in model.named_modules()} == layers
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, before)
+
+
+def _rows(*lengths):
+    return [Encoded(tuple(range(1, n + 1)), (0, 1, 2, 3)) for n in lengths]
+
+
+def test_plan_cuts_batches_where_the_lengths_drop():
+    items = _rows(40, 40, 40, 40, 10, 10, 10, 10)
+    cheap = plan_batches([items], batch_size=8, max_batch_tokens=10**6, prefix_cache=False, forward_cost=1)
+    assert [b.items for b in cheap] == [(0, 1, 2, 3), (4, 5, 6, 7)]  # no padding, in the fewest passes
+    costly = plan_batches([items], batch_size=8, max_batch_tokens=10**6, prefix_cache=False, forward_cost=10**6)
+    assert [b.items for b in costly] == [tuple(range(8))]  # one pass, whatever the padding
+    capped = plan_batches([items], batch_size=3, max_batch_tokens=10**6, prefix_cache=False, forward_cost=10**6)
+    assert len(capped) == 3 and all(len(b.items) <= 3 for b in capped)  # the fewest passes of three rows
+    padded = sum(len(b.items) * len(items[b.items[0]].input_ids) for b in capped)
+    assert padded == 3 * 40 + 2 * 40 + 3 * 10  # and among those, the least padding: 40 pads one 10
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False], ids=["shared-prefix", "copied-cache"])
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "gemma3"])
+def test_packed_bfloat16_linear_layers_give_the_model_s_own_bits(arch, shared_prefix, tiny_model_factory, subject_data):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_factory(arch), dtype=torch.bfloat16).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_factory(arch))
+    kernels = LetterScorer(model).kernels
+    assert kernels is not None and kernels.KIND == "onednn-packed-linear"
+    head = model.get_output_embeddings()
+    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m is not head]
+    assert len(kernels.places) == len(layers)  # every linear layer but the head
+    groups = _groups(subject_data, tokenizer, per_subject=6)
+    kw = dict(batch_size=4, max_batch_tokens=100_000, prefix_cache=True)
+    packed = _score_all(model, groups, shared_prefix, **kw)
+    own = _score_all(model, groups, shared_prefix, kernels=False, **kw)
+    assert packed.keys() == own.keys()
+    for k in own:
+        assert (packed[k] == own[k]).all(), k  # the same bits, not merely close
+
+
+def test_packing_is_left_out_where_it_does_not_apply(tiny_model, monkeypatch):
+    fp32 = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    assert LetterScorer(fp32).kernels is None  # float32 linear layers: torch's own kernel is as fast
+    bf16 = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16).eval()
+    monkeypatch.setattr(scoring, "_available_memory", lambda: 0)
+    assert CpuKernels.for_model(bf16, "cpu") is None  # no room for the packed copy
+    monkeypatch.undo()
+    monkeypatch.setattr(scoring, "_agrees", lambda own, packed: False)
+    assert CpuKernels.for_model(bf16, "cpu") is None  # this machine's oneDNN disagrees: the own layers
+    monkeypatch.undo()
+    assert CpuKernels.for_model(bf16, "meta") is None  # not a CPU
 
 
 def test_letter_ids_come_from_encoding_prompt_plus_letter(tiny_model):
