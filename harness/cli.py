@@ -90,9 +90,10 @@ def _quiet_libraries(verbose: bool) -> None:
     deepspeed.addFilter(_Reroute(handler, logging.INFO if verbose else logging.ERROR))
     if not verbose:
         # Libraries that warn on every start about things the user cannot act on (missing GPU
-        # kernels of torchao, which GPT-QModel installs, and of bitsandbytes on AVX512-BF16 CPUs;
-        # torch's pytree deprecations).
-        for name in ("huggingface_hub", "torchao", "bitsandbytes", "torch.utils._pytree"):
+        # kernels of torchao, which GPT-QModel installs, and of bitsandbytes on AVX512-BF16 CPUs,
+        # whose Hub kernel `kernels` (a dependency of transformers >= 5.25) says it cannot check
+        # offline; torch's pytree deprecations).
+        for name in ("huggingface_hub", "torchao", "bitsandbytes", "kernels", "torch.utils._pytree"):
             logging.getLogger(name).setLevel(logging.ERROR)
         # Read when the libraries are imported: commands that never load a model never pay for them.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
