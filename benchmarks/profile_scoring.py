@@ -163,4 +163,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from harness.errors import HarnessError
+
+    try:
+        raise SystemExit(main())
+    except HarnessError as e:  # a bad --model or --data-dir: the harness's own one line
+        print(f"profile_scoring: error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None

@@ -106,3 +106,12 @@ def test_the_profile_splits_scoring_time_into_matmuls_attention_element_wise_and
     assert run["categories"]["matmuls"] > 0 and run["top_operators"]
     assert {"cpu_model", "amx", "avx512_bf16"} <= report["machine"].keys() and "busy" in report
     assert "| matmuls |" in done.stdout
+
+
+def test_the_profile_reports_a_bad_model_in_one_line(data_dir, tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "profile_scoring.py"), "--model", str(tmp_path / "nothing"),
+           "--limit", "1", "--shots", "0", "--data-dir", str(data_dir), "--json", str(tmp_path / "p.json")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and not (tmp_path / "p.json").exists()
+    assert done.stderr.strip().splitlines()[-1] == f"profile_scoring: error: no such model directory or file: {tmp_path / 'nothing'}"
+    assert "Traceback" not in done.stderr
