@@ -302,7 +302,9 @@ def main() -> int:
             if tool == "harness":  # where the time went, from the run record
                 t = harness_timings(out)
                 score_s = t["score_seconds"]
+                startup = t.get("startup_seconds")  # process start to the first question scored
                 row.update({"score_s": round(score_s, 1), "outside_scoring_s": round(wall - score_s, 1),
+                            "startup_s": None if startup is None else round(startup, 2),
                             "load_s": round(t["load_seconds"], 1), "prepare_s": round(t["prepare_seconds"], 1),
                             "scoring_gflops_per_s": round(flops[tool] / score_s / 1e9, 1),
                             "scoring_fraction_of_matmul_peak": round(flops[tool] / score_s / 1e9 / dt_peak, 3)})
@@ -394,11 +396,12 @@ def machine_line(m: dict) -> str:
 def render_quick(report: dict) -> str:
     lines = [f"Gemma 3 270M, {report['rows'][0]['questions']} questions, lm-eval protocol, harness alone; {machine_line(report['machine'])}",
              describe(report["load"]), "",
-             "| dtype | shots | wall s | scoring s | outside scoring s | q/s | GFLOP | scoring GFLOP/s | of matmul rate | other processes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| dtype | shots | wall s | start-up s | scoring s | outside scoring s | q/s | GFLOP | scoring GFLOP/s | of matmul rate | other processes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         others = f"{r['other_cores']:.2f} cores{' BUSY' if r['busy'] else ''}" if r.get("other_cores") is not None else "unknown"
-        lines.append(f"| {r['dtype']} | {r['shots']} | {r['wall_s']} | {r['score_s']} | {r['outside_scoring_s']} | {r['questions_per_s']} | "
+        startup = "–" if r.get("startup_s") is None else r["startup_s"]
+        lines.append(f"| {r['dtype']} | {r['shots']} | {r['wall_s']} | {startup} | {r['score_s']} | {r['outside_scoring_s']} | {r['questions_per_s']} | "
                      f"{r['gflop']} | {r['scoring_gflops_per_s']} | {100 * r['scoring_fraction_of_matmul_peak']:.1f}% | {others} |")
     ratios = [f"{k} {v}x whole process, {report['five_vs_zero_shot_scoring'][k]}x scoring" for k, v in report["five_vs_zero_shot"].items()]
     if ratios:

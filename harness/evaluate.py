@@ -287,6 +287,17 @@ def assign(batches: list[Batch], cost, workers: Workers) -> list[Batch]:
     return sorted(mine, key=batches.index)  # back in plan order: one prefix cache per subject
 
 
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux's /proc, to 1/100 s); None where that is not known."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")  # field 22
+        with open("/proc/uptime", encoding="ascii") as f:
+            return max(float(f.read().split()[0]) - started, 0.0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def evaluate(
     loaded: LoadedModel,
     data: list[SubjectData],
@@ -353,6 +364,7 @@ def evaluate(
             mine = assign(pending, cost, workers)
             scorer = letter_scorer(loaded)
             t1 = time.perf_counter()
+            startup_seconds = _process_age()  # what a user waits before the first question is scored
             with tqdm(
                 total=sum(len(b.items) for b in mine),
                 unit="q",
@@ -406,12 +418,13 @@ def evaluate(
                 "max_batch_tokens": settings.max_batch_tokens,
                 "prefix_cache": settings.prefix_cache and scorer.fast,
                 "attention": getattr(scorer, "attention", None),
-                "kernels": [scorer.kernels.KIND] if getattr(scorer, "kernels", None) else [],
+                "kernels": list(scorer.kernels.kinds) if getattr(scorer, "kernels", None) else [],
                 "seed": settings.seed,
                 "started_at": started_at,
                 "finished_at": _now(),
                 "resumed_from": resumed,
                 "timings": {
+                    "startup_seconds": None if startup_seconds is None else round(startup_seconds, 3),
                     "load_seconds": round(loaded.load_seconds, 3),
                     "prepare_seconds": round(prepare_seconds, 3),
                     "score_seconds": round(score_seconds, 3),

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from harness.errors import ModelError
+from harness.kernels import CpuKernels
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ class LetterScorer:
             AttentionInterface.register(SHARED_PREFIX, shared_prefix_attention)
         self._prefix_key: tuple[int, ...] | None = None
         self._prefix_cache = None
-        self.kernels = CpuKernels.for_model(model, self.device)  # packed bfloat16 linear layers (CPU)
+        self.kernels = CpuKernels.for_model(model, self.device)  # bfloat16 stand-ins, same bits (CPU)
 
     @torch.inference_mode()
     def score(self, batch: Batch, items: list[Encoded]) -> np.ndarray:
@@ -377,108 +378,6 @@ def _letter_head(model, ids: list[int]):
         yield
     finally:
         base.set_output_embeddings(head)
-
-
-# --- CPU kernels: bfloat16 linear layers with their weights packed once ----------------------------
-
-
-class _PackedLinear(torch.nn.Module):
-    """A linear layer whose weight oneDNN has laid out once, in its blocked format, instead of at
-    every call (what `torch.nn.functional.linear` does for bfloat16 on CPU). The products are the
-    same bits: the kernel and its accumulation order are the same, only the reordering is saved."""
-
-    def __init__(self, linear: torch.nn.Linear, rows_hint: int):
-        super().__init__()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), rows_hint)
-        self.bias = None if linear.bias is None else linear.bias.detach()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1])
-        out = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [-1], "")
-        return out.view(*x.shape[:-1], out.shape[-1])
-
-
-@dataclass
-class CpuKernels:
-    """Stand-ins for a model's bfloat16 `nn.Linear` layers on CPU (the LM head excepted: it is cut to
-    the letters' rows) with their weights packed once for oneDNN: the same bits, about 12% less
-    time per batch on Gemma 3 270M. Swapped in for a forward pass and out again after it, so the
-    model is left as it was. The packed copy of the weights lives as long as the scorer, so it is
-    made only where it takes at most a quarter of the memory available now.
-
-    Measured and left out: the gate's activation fused into its product by oneDNN (4% faster, but
-    it rounds once where the model's code rounds twice, which moves 4-8% of bfloat16 predictions);
-    RMSNorm as one `rms_norm` call (torch computes it with the same element-wise passes on CPU);
-    Gemma's per-head norms on contiguous memory (no faster)."""
-
-    places: list[tuple[torch.nn.Module, str, torch.nn.Module, torch.nn.Module]]  # (parent, name, own, stand-in)
-
-    ROWS_HINT = 512  # the rows oneDNN lays the weights out for: a batch's tokens, about
-    MEMORY_SHARE = 0.25
-    KIND = "onednn-packed-linear"  # what the run record says was swapped
-
-    @classmethod
-    def for_model(cls, model, device) -> CpuKernels | None:
-        base = _base_model(model)
-        if torch.device(device).type != "cpu" or base is not model or not _onednn_packing_available():
-            return None  # (an adapter wraps the layers: they are left as they are)
-        if any(hasattr(m, "_hf_hook") for m in base.modules()):
-            return None  # accelerate places (or offloads) the layers through hooks on them
-        head = base.get_output_embeddings()
-        places = [
-            (parent, name, child)
-            for parent in base.modules()
-            for name, child in parent.named_children()
-            if type(child) is torch.nn.Linear and child is not head
-            and child.weight.dtype == torch.bfloat16 and child.weight.device.type == "cpu"
-        ]
-        needed = sum(child.weight.numel() * child.weight.element_size() for _, _, child in places)
-        if not places or needed > cls.MEMORY_SHARE * _available_memory():
-            return None
-        packed = [(parent, name, child, _PackedLinear(child, cls.ROWS_HINT)) for parent, name, child in places]
-        if not all(_agrees(own, stand_in) for _, _, own, stand_in in packed[:1] + packed[-1:]):
-            return None  # this CPU's oneDNN computes them otherwise (or not at all): the model's own layers it is
-        return cls(packed)
-
-    @contextlib.contextmanager
-    def swapped(self):
-        for parent, name, _, stand_in in self.places:
-            setattr(parent, name, stand_in)
-        try:
-            yield
-        finally:
-            for parent, name, own, _ in self.places:
-                setattr(parent, name, own)
-
-
-@torch.inference_mode()
-def _agrees(own: torch.nn.Linear, packed: _PackedLinear) -> bool:
-    """A probe on this machine: the packed layer gives the own layer's bits."""
-    x = torch.randn(3, 5, own.in_features, generator=torch.Generator().manual_seed(0)).to(own.weight.dtype)
-    try:
-        return torch.equal(own(x), packed(x))
-    except RuntimeError:  # e.g. no bfloat16 inner product on this CPU
-        return False
-
-
-def _onednn_packing_available() -> bool:
-    return (
-        torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    )
-
-
-def _available_memory() -> int:
-    """Bytes of memory available now (Linux's MemAvailable; elsewhere none, so nothing is packed)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _base_model(model):

@@ -84,6 +84,7 @@ def test_the_quick_benchmark_times_the_harness_alone_in_both_dtypes_and_shot_cou
     ]
     for r in report["rows"]:
         assert r["questions"] == 6 and 0 < r["score_s"] < r["wall_s"]
+        assert 0 < r["startup_s"] <= r["wall_s"] - r["score_s"] + 0.2  # process start to the first question scored
         assert r["scoring_fraction_of_matmul_peak"] > 0 and "other_cores" in r and "busy" in r
     assert set(report["five_vs_zero_shot"]) == set(report["five_vs_zero_shot_scoring"]) == {"bfloat16", "float32"}
     assert {"cpu_model", "amx", "avx512_bf16", "bfloat16_matmul_gflops", "float32_matmul_gflops"} <= report["machine"].keys()

