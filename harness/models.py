@@ -161,6 +161,11 @@ def check_json_files(directory: Path) -> None:
             _read_json(directory / name)
 
 
+def is_hub_id(name: str) -> bool:
+    """`name` reads as a Hub repo id (org/name), not a path, a named model or a GGUF file."""
+    return name not in NAMED_MODELS and not name.endswith(".gguf") and not _looks_like_a_path(name)
+
+
 def _looks_like_a_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or not _HUB_ID.match(name)
 

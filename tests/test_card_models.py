@@ -443,7 +443,7 @@ def test_harness_train_pt_full_from_a_qwen1_checkpoint_is_a_plain_qwen2_checkpoi
 
 
 @pytest.mark.slow  # 15 to 45 s each on two shared CPU cores: GPT-QModel calibrates, packs, saves, reloads
-@pytest.mark.parametrize("family", ["qwen1", "baichuan2"])
+@pytest.mark.parametrize("family", ["qwen1", "baichuan2", "internlm"])
 def test_harness_quantize_gptq_starts_from_a_card_checkpoint_and_its_output_scores(family, cache, data_dir, tmp_path, monkeypatch):
     from harness.cli import main
     from harness.quantize.methods import missing_packages
@@ -466,8 +466,29 @@ def test_harness_quantize_gptq_starts_from_a_card_checkpoint_and_its_output_scor
                  "--shots", "0", "--limit", "1"]) == 0
     results = json.loads((run / "results.json").read_text())
     assert results["model"]["quantization"]["method"] == "gptq" and results["model"]["quantization"]["bits"] == 4
-    architecture = {"qwen1": "Qwen2ForCausalLM", "baichuan2": "LlamaForCausalLM"}[family]
+    architecture = {"qwen1": "Qwen2ForCausalLM", "baichuan2": "LlamaForCausalLM", "internlm": "LlamaForCausalLM"}[family]
     assert results["model"]["architecture"] == architecture and results["overall"]["n"] == 6
+
+
+@pytest.mark.parametrize("finetuning", ["full", "lora"])
+@pytest.mark.parametrize("family", ["internlm", "baichuan2"])
+def test_harness_train_pt_from_an_internlm_or_baichuan2_7b_checkpoint_scores(family, finetuning, cache, data_dir, tmp_path, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    source = _write_checkpoint(tmp_path / f"tiny-{family}", family)
+    out = tmp_path / "pt"
+    assert main(_pt_args(source, out, tmp_path, finetuning)) == 0
+    record = json.loads((out / "harness_train.json").read_text())
+    assert record["model"]["converted_from"]["source_format"] == {"internlm": "internlm", "baichuan2": "baichuan"}[family]
+    if finetuning == "full":  # a plain Llama checkpoint: transformers' own class, no converter needed again
+        config = json.loads((out / "config.json").read_text())
+        assert config["model_type"] == "llama" and "auto_map" not in config
+    run = tmp_path / "run"
+    assert main(["eval", "--model", str(out), "--data-dir", str(data_dir), "--output", str(run), "--no-progress",
+                 "--shots", "0", "--limit", "1"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"]["architecture"] == "LlamaForCausalLM" and results["overall"]["n"] == 6
 
 
 def _in_a_new_process(argv: list[str], cache: Path) -> None:
@@ -915,6 +936,40 @@ def test_hub_ids_of_the_other_card_formats_load_natively_too(tmp_path, cache, fa
     assert type(model.model).__name__ == "LlamaForCausalLM" and model.info.extra["source_format"] == fmt
     assert [s["allow_patterns"] for s in hub.snapshots] == [["config.json", "tokenizer.model", *_WEIGHT_PATTERNS]]
     assert (model.info.path, model.info.revision) == (repo_id, HUB_COMMIT)
+
+
+def test_harness_train_starts_from_a_hub_id_in_qwen1_format_through_its_converted_copy(qwen1_dir, cache, tmp_path, monkeypatch, fake_hub):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    hub = fake_hub({"Qwen/Qwen-7B": qwen1_dir})
+    out = tmp_path / "lora"
+    assert main(["train", "--stage", "sft", "--model_name_or_path", "Qwen/Qwen-7B", "--model_revision", "main",
+                 "--dataset", "devops_qa", "--dataset_dir", str(ROOT / "training" / "data"), "--template", "chatml",
+                 "--finetuning_type", "lora", "--output_dir", str(out), "--cache_dir", str(tmp_path / "hf-cache"),
+                 "--report_to", "none", "--per_device_train_batch_size", "4", "--max_steps", "2", "--seed", "0"]) == 0
+    assert hub.files[0] == ("Qwen/Qwen-7B", "config.json", "main")  # the format, read from config.json alone
+    assert hub.snapshots == [{"revision": HUB_COMMIT, "allow_patterns": ["config.json", "qwen.tiktoken", *_WEIGHT_PATTERNS]}]
+    base = Path(json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"])
+    assert base.parent == cache / "models" and base.name.startswith("qwen-")  # trained on the converted copy
+    record = json.loads((out / "harness_train.json").read_text())
+    assert record["model"]["converted_from"] == {"model_name_or_path": "Qwen/Qwen-7B", "source_format": "qwen",
+                                                 "converter": qwen1.CONVERTER, "revision": HUB_COMMIT}
+
+
+def test_harness_train_from_a_hub_id_it_cannot_fetch_says_so_in_one_line(tmp_path, cache, monkeypatch, fake_hub, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "README.md").write_text("no model here", encoding="utf-8")
+    fake_hub({"org/missing": tmp_path / "repo"})  # a Hub repo without a config.json
+    assert main(["train", "--stage", "sft", "--model_name_or_path", "org/missing", "--dataset", "devops_qa",
+                 "--dataset_dir", str(ROOT / "training" / "data"), "--template", "chatml", "--output_dir", str(tmp_path / "o"),
+                 "--report_to", "none"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "org/missing" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_hub_id_in_no_card_format_keeps_transformers_own_loading(tiny_model, cache, fake_hub, monkeypatch):

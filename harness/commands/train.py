@@ -32,7 +32,9 @@ def run(args) -> int:
     from training.workflow import train
 
     targs = parse_train_args(args.argv)
-    targs.model.model_name_or_path, targs.converted_from = named_model_path(targs.model.model_name_or_path)
+    targs.model.model_name_or_path, targs.converted_from = named_model_path(
+        targs.model.model_name_or_path, targs.model.model_revision
+    )
     is_main = targs.training.process_index == 0
     logging.getLogger("harness.training").setLevel(logging.INFO if is_main else logging.WARNING)
     if not args.verbose:
@@ -63,20 +65,28 @@ def training_data_check(targs):
     )
 
 
-def named_model_path(name: str) -> tuple[str, dict | None]:
+def named_model_path(name: str, revision: str | None = None) -> tuple[str, dict | None]:
     """A model `harness eval` knows by name (gemma-3-270m), or a checkpoint in one of the card's
-    original formats (Qwen-1, InternLM, Baichuan2), trains from its converted local copy: (the
-    directory to train from, what the training record says that copy was made from — None when
-    `name` itself is trained from)."""
+    original formats (Qwen-1, InternLM, Baichuan2), local or a Hub id, trains from its converted
+    local copy: (the directory to train from, what the training record says that copy was made
+    from — None when `name` itself is trained from). A Hub id's format is read from its config.json
+    alone (at `revision`); only a card format fetches the rest, pinned to that config's commit."""
     from pathlib import Path
 
     from harness import families
-    from harness.models import NAMED_MODELS, ModelSpec, loadable_path
+    from harness.models import NAMED_MODELS, ModelSpec, is_hub_id, loadable_path, resolve_source
 
+    spec = ModelSpec(model=name, revision=revision)
     fmt = families.source_format(Path(name).expanduser())
+    src = None
+    if not fmt and is_hub_id(name) and not Path(name).expanduser().exists():
+        src = resolve_source(spec, cache_dir())  # its config.json from the Hub: one line where it cannot be had
+        fmt = src.source_format
     if name in NAMED_MODELS or fmt:
         origin = {"model_name_or_path": name, **(families.record(fmt) if fmt else {})}
-        return loadable_path(ModelSpec(model=name), cache_dir()), origin
+        if src is not None and src.hub:
+            origin["revision"] = src.revision  # the commit its config.json came from
+        return loadable_path(spec, cache_dir()), origin
     return name, None
 
 
