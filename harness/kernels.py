@@ -181,7 +181,9 @@ class _ActMul:
         return gate
 
     def _run(self, gate: torch.Tensor, up: torch.Tensor) -> None:
-        self.function(gate.data_ptr(), up.data_ptr(), self.table.data_ptr(), gate.numel(), torch.get_num_threads())
+        # torch's threads, but no thread for fewer than 64K elements: starting one costs more than it saves
+        threads = max(1, min(torch.get_num_threads(), gate.numel() // 65536))
+        self.function(gate.data_ptr(), up.data_ptr(), self.table.data_ptr(), gate.numel(), threads)
 
     def _agrees(self, act_fn) -> bool:
         """A probe: every bfloat16 gate value (NaNs, infinities, subnormals included) times ordinary,

@@ -39,6 +39,7 @@ class ModelSpec:
     trust_remote_code: bool = False
     tokenizer: str | None = None
     device_map: str | None = None  # "auto": accelerate places the layers over the available GPUs
+    hub_cache: str | None = None  # where Hub files are fetched to (huggingface_hub's cache_dir); None: its default
 
 
 @dataclass
@@ -123,6 +124,7 @@ class _Source:
     source_format: str | None = None  # an original remote-code format loaded natively (harness.families)
     hub: str | None = None  # the Hub id whose snapshot `path` is: a card format, loaded as a local checkpoint
     revision: str | None = None  # the commit that snapshot is pinned to (else the --revision asked)
+    hub_cache: str | None = None  # the Hugging Face cache that snapshot lives in (None: the default one)
 
     def named(self, place: str) -> str:
         """`place` (`path` or `tokenizer`) as records and other loaders name it: a Hub snapshot by
@@ -211,7 +213,7 @@ def _hub_source(spec: ModelSpec) -> _Source:
     as_given = _Source(name, spec.gguf_file, spec.adapter, spec.tokenizer or name, False)
     if spec.gguf_file:
         return as_given
-    config = _from_hub(name, spec.revision, "config.json")
+    config = _from_hub(name, spec.revision, "config.json", cache=spec.hub_cache)
     try:
         _read_json(config)
     except ModelError as e:
@@ -221,11 +223,12 @@ def _hub_source(spec: ModelSpec) -> _Source:
     if fmt is None:
         return as_given
     revision = snapshot.name if _COMMIT.fullmatch(snapshot.name) else spec.revision
-    _from_hub(name, revision, families.vocab_name(fmt))  # beside config.json: the tokenizer converts from it
-    return _Source(str(snapshot), None, spec.adapter, spec.tokenizer or str(snapshot), True, fmt, name, revision)
+    _from_hub(name, revision, families.vocab_name(fmt), cache=spec.hub_cache)  # the tokenizer converts from it
+    return _Source(str(snapshot), None, spec.adapter, spec.tokenizer or str(snapshot), True, fmt, name, revision, spec.hub_cache)
 
 
-def _from_hub(repo: str, revision: str | None, filename: str | None = None, patterns: list[str] | None = None) -> Path:
+def _from_hub(repo: str, revision: str | None, filename: str | None = None, patterns: list[str] | None = None,
+              cache: str | None = None) -> Path:
     """`filename` of Hub repo `repo` at `revision`, or without one its snapshot of the files
     `patterns` match, through huggingface_hub's cache (HF_HUB_OFFLINE is respected); every
     failure is one ModelError line naming the repo."""
@@ -234,10 +237,11 @@ def _from_hub(repo: str, revision: str | None, filename: str | None = None, patt
 
     what = filename or "its weights"
     at = f" at revision {revision}" if revision else ""
+    where = {"cache_dir": cache} if cache else {}
     try:
         if filename:
-            return Path(huggingface_hub.hf_hub_download(repo, filename, revision=revision))
-        return Path(huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=patterns))
+            return Path(huggingface_hub.hf_hub_download(repo, filename, revision=revision, **where))
+        return Path(huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=patterns, **where))
     except errors.GatedRepoError:
         raise ModelError(f"--model {repo}: a gated Hub repo; accept its terms on the Hub, then log in (hf auth login) or set HF_TOKEN") from None
     except errors.RepositoryNotFoundError:
@@ -396,7 +400,7 @@ def _native_checkpoint(src: _Source, cache_dir: Path) -> str:
     """The converted copy of a checkpoint in an original format, made once per weights fingerprint.
     A Hub snapshot gets the rest of what conversion reads (its weights) first, at the same commit."""
     if src.hub:
-        _from_hub(src.hub, src.revision, patterns=families.hub_files(src.source_format))
+        _from_hub(src.hub, src.revision, patterns=families.hub_files(src.source_format), cache=src.hub_cache)
     return str(families.convert(Path(src.path), src.source_format, cache_dir / "models", weights_fingerprint(src)))
 
 

@@ -828,6 +828,7 @@ class _FakeHub:
         self.root, self.repos = root, repos
         self.files: list[tuple[str, str, str | None]] = []  # (repo, filename, revision) per hf_hub_download
         self.snapshots: list[dict] = []  # the keyword arguments of each snapshot_download
+        self.cache_dirs: list[str | None] = []  # the cache_dir each hf_hub_download was given
         self.offline = False
 
     def snapshot_dir(self, repo_id: str) -> Path:
@@ -848,6 +849,7 @@ class _FakeHub:
         from huggingface_hub.errors import EntryNotFoundError
 
         self.files.append((repo_id, filename, revision))
+        self.cache_dirs.append(kwargs.pop("cache_dir", None))
         assert not kwargs and revision in (None, "main", "v1.0", HUB_COMMIT)
         if not (self.repos[repo_id] / filename).is_file():
             raise EntryNotFoundError(f"404 Client Error: Entry Not Found for url: https://huggingface.co/{repo_id}/{filename}")
@@ -949,7 +951,10 @@ def test_harness_train_starts_from_a_hub_id_in_qwen1_format_through_its_converte
                  "--finetuning_type", "lora", "--output_dir", str(out), "--cache_dir", str(tmp_path / "hf-cache"),
                  "--report_to", "none", "--per_device_train_batch_size", "4", "--max_steps", "2", "--seed", "0"]) == 0
     assert hub.files[0] == ("Qwen/Qwen-7B", "config.json", "main")  # the format, read from config.json alone
-    assert hub.snapshots == [{"revision": HUB_COMMIT, "allow_patterns": ["config.json", "qwen.tiktoken", *_WEIGHT_PATTERNS]}]
+    hf_cache = str(tmp_path / "hf-cache")  # training's --cache_dir is where Hub files go
+    assert set(hub.cache_dirs) == {hf_cache}
+    assert hub.snapshots == [{"revision": HUB_COMMIT, "allow_patterns": ["config.json", "qwen.tiktoken", *_WEIGHT_PATTERNS],
+                              "cache_dir": hf_cache}]
     base = Path(json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"])
     assert base.parent == cache / "models" and base.name.startswith("qwen-")  # trained on the converted copy
     record = json.loads((out / "harness_train.json").read_text())

@@ -215,6 +215,8 @@ def test_table_activation_times_up_gives_torch_s_bits_for_every_bfloat16_value(a
         expected = act(every) * up
         got = act_mul(every.clone(), up)
         assert torch.equal(got.view(torch.int16), expected.view(torch.int16))
+    gate, up = every.repeat(5), torch.randn(5 * 65536, generator=g).bfloat16()  # split over torch's threads
+    assert torch.equal(act_mul(gate.clone(), up).view(torch.int16), (act(gate) * up).view(torch.int16))
     with pytest.raises(ValueError, match="contiguous bfloat16"):
         act_mul(torch.zeros(4, 6).bfloat16().t(), torch.zeros(6, 4).bfloat16())
 

@@ -33,7 +33,7 @@ def run(args) -> int:
 
     targs = parse_train_args(args.argv)
     targs.model.model_name_or_path, targs.converted_from = named_model_path(
-        targs.model.model_name_or_path, targs.model.model_revision
+        targs.model.model_name_or_path, targs.model.model_revision, targs.model.cache_dir
     )
     is_main = targs.training.process_index == 0
     logging.getLogger("harness.training").setLevel(logging.INFO if is_main else logging.WARNING)
@@ -65,18 +65,19 @@ def training_data_check(targs):
     )
 
 
-def named_model_path(name: str, revision: str | None = None) -> tuple[str, dict | None]:
+def named_model_path(name: str, revision: str | None = None, hub_cache: str | None = None) -> tuple[str, dict | None]:
     """A model `harness eval` knows by name (gemma-3-270m), or a checkpoint in one of the card's
     original formats (Qwen-1, InternLM, Baichuan2), local or a Hub id, trains from its converted
     local copy: (the directory to train from, what the training record says that copy was made
     from — None when `name` itself is trained from). A Hub id's format is read from its config.json
-    alone (at `revision`); only a card format fetches the rest, pinned to that config's commit."""
+    alone (at `revision`, into `hub_cache`: training's --cache_dir); only a card format fetches the
+    rest, pinned to that config's commit."""
     from pathlib import Path
 
     from harness import families
     from harness.models import NAMED_MODELS, ModelSpec, is_hub_id, loadable_path, resolve_source
 
-    spec = ModelSpec(model=name, revision=revision)
+    spec = ModelSpec(model=name, revision=revision, hub_cache=hub_cache)
     fmt = families.source_format(Path(name).expanduser())
     src = None
     if not fmt and is_hub_id(name) and not Path(name).expanduser().exists():
