@@ -199,7 +199,10 @@ class _ActMul:
 
 def _gated_mlp_forward(module, act_mul: _ActMul):
     def forward(x):
-        return module.down_proj(act_mul(module.gate_proj(x), module.up_proj(x)))
+        gate, up = module.gate_proj(x), module.up_proj(x)
+        if gate.shape == up.shape and gate.is_contiguous() and up.is_contiguous():
+            return module.down_proj(act_mul(gate, up))
+        return module.down_proj(module.act_fn(gate) * up)  # (fresh projections are contiguous; in case)
 
     return forward
 
