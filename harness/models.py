@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import families
-from harness.errors import ModelError, first_line
+from harness.errors import HarnessError, ModelError, first_line
 from harness.files import read_json_object, write_json
 from harness.quantized import MARKER, QMAP, is_quanto_checkpoint, load_quanto, quiet_bnb_notices
 from harness.records import ModelInfo
@@ -546,7 +546,10 @@ def _tokenizer_loads_from_its_file(directory: Path, tokenizer=None) -> None:
         padding_side=tokenizer.padding_side,
         added_tokens_decoder={str(i): t.__getstate__() for i, t in sorted(tokenizer.added_tokens_decoder.items())},
     )
-    write_json(config_file, config)
+    try:
+        write_json(config_file, config)
+    except HarnessError:
+        pass  # a cache this user cannot write: it loads as it is, only slower
 
 
 FAST_TOKENIZER_CLASS = "PreTrainedTokenizerFast"  # transformers 5's TokenizersBackend, by its stable name

@@ -64,3 +64,34 @@ def test_the_command_is_the_first_word_that_is_not_an_option():
     assert command_of(["-v", "eval", "--model", "m"]) == "eval"
     assert command_of(["--version"]) is None
     assert command_of([]) is None
+
+
+def test_a_converted_tokenizer_is_rewritten_to_load_from_its_file_with_the_same_ids(tiny_tokenizer_dir, tmp_path, monkeypatch):
+    # What the named model's cached copy gets (harness.models._tokenizer_loads_from_its_file), on a small tokenizer.
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from harness import models
+    from harness.errors import HarnessError
+
+    copy = tmp_path / "tok"
+    shutil.copytree(tiny_tokenizer_dir, copy)
+    before = AutoTokenizer.from_pretrained(copy)
+    config_file = copy / "tokenizer_config.json"
+    with monkeypatch.context() as m:  # a cache this user cannot write: left as it is, no error
+        m.setattr(models, "write_json", lambda path, obj: (_ for _ in ()).throw(HarnessError(f"cannot write {path}")))
+        unchanged = config_file.read_bytes()
+        models._tokenizer_loads_from_its_file(copy)
+        assert config_file.read_bytes() == unchanged
+    models._tokenizer_loads_from_its_file(copy)
+    config = json.loads(config_file.read_text())
+    assert config["tokenizer_class"] == models.FAST_TOKENIZER_CLASS and "added_tokens_decoder" in config
+    after = AutoTokenizer.from_pretrained(copy)
+    text = ["以下是关于计算机网络的单项选择题\n答案：A", "plain text  with  spaces"]
+    assert after(text).input_ids == before(text).input_ids and after.padding_side == before.padding_side
+    assert after.added_tokens_decoder == before.added_tokens_decoder
+    written = config_file.stat().st_mtime_ns
+    models._tokenizer_loads_from_its_file(copy)  # already done: not rewritten
+    assert config_file.stat().st_mtime_ns == written
