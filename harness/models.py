@@ -208,7 +208,7 @@ def _hub_source(spec: ModelSpec) -> _Source:
     """A Hub id. Its config.json, fetched alone, tells whether it is in one of the card's original
     formats; such a checkpoint is a local one from then on, in its Hub snapshot pinned to that
     config's commit (config and vocabulary now, the weights when they are loaded:
-    `_native_checkpoint`). Any other Hub id stays one, for transformers' own from_pretrained."""
+    `native_checkpoint`). Any other Hub id stays one, for transformers' own from_pretrained."""
     name = spec.model
     as_given = _Source(name, spec.gguf_file, spec.adapter, spec.tokenizer or name, False)
     if spec.gguf_file:
@@ -289,7 +289,7 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
             if src.local and is_quanto_checkpoint(src.path):
                 model = load_quanto(src.path, spec.dtype)
             else:
-                weights = _native_checkpoint(src, cache_dir) if src.source_format else src.path
+                weights = native_checkpoint(src, cache_dir) if src.source_format else src.path
                 families.register_own_class(weights)  # e.g. a fine-tuned Baichuan2-13B copy, in a fresh process
                 model = AutoModelForCausalLM.from_pretrained(
                     weights, dtype=dtype, gguf_file=src.gguf_file, **placement, **common
@@ -391,12 +391,12 @@ def loadable_path(spec: ModelSpec, cache_dir: Path) -> str:
     """The directory (or Hub id) from_pretrained reads `spec`'s weights from: for a checkpoint in
     one of the card's original formats, its converted copy (made here once), else its own path."""
     src = resolve_source(spec, cache_dir)
-    path = _native_checkpoint(src, cache_dir) if src.source_format else src.path
+    path = native_checkpoint(src, cache_dir) if src.source_format else src.path
     families.register_own_class(path)
     return path
 
 
-def _native_checkpoint(src: _Source, cache_dir: Path) -> str:
+def native_checkpoint(src: _Source, cache_dir: Path) -> str:
     """The converted copy of a checkpoint in an original format, made once per weights fingerprint.
     A Hub snapshot gets the rest of what conversion reads (its weights) first, at the same commit."""
     if src.hub:

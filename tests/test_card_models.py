@@ -753,6 +753,113 @@ def test_the_alibi_model_generates_with_its_cache_what_full_forwards_give(baichu
     assert generated == expected
 
 
+# --- the vLLM backend -------------------------------------------------------------------------
+
+
+class _FakeVllm:
+    """vLLM's `LLM`, `SamplingParams` and `TokensPrompt` as the backend calls them, on CPU: it loads
+    what it is given with transformers' own classes (no remote code, as vLLM's native classes need)
+    and returns the four letters' processed log-probabilities, as vLLM does with allowed_token_ids."""
+
+    def __init__(self):
+        from types import ModuleType, SimpleNamespace
+
+        fake = self
+        self.calls = []
+
+        class LLM:
+            def __init__(self, model, **kwargs):
+                from transformers import AutoConfig, AutoModelForCausalLM
+
+                fake.calls.append((model, kwargs))
+                config = AutoConfig.from_pretrained(model)  # vLLM reads config.json the same way
+                self.model = AutoModelForCausalLM.from_pretrained(model, dtype="float32").eval()
+                self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(dtype="torch.float32",
+                                                                               architectures=config.architectures))
+
+            def generate(self, prompts, params, use_tqdm=True):
+                import torch
+
+                outputs = []
+                for prompt, p in zip(prompts, params):
+                    with torch.no_grad():
+                        logits = self.model(torch.tensor([prompt["prompt_token_ids"]])).logits[0, -1]
+                    allowed = logits[p.allowed_token_ids].double()
+                    logprobs = (allowed - torch.logsumexp(allowed, 0)).tolist()
+                    step = {t: SimpleNamespace(logprob=v) for t, v in zip(p.allowed_token_ids, logprobs)}
+                    outputs.append(SimpleNamespace(outputs=[SimpleNamespace(logprobs=[step])]))
+                return outputs
+
+        self.module = ModuleType("vllm")
+        self.module.LLM = LLM
+        self.module.SamplingParams = lambda **kw: SimpleNamespace(**kw)
+        self.module.TokensPrompt = lambda **kw: dict(**kw)
+
+
+@pytest.mark.parametrize(("family", "fmt", "expected", "architecture"), [
+    ("qwen1", "qwen", EXPECTED, "Qwen2ForCausalLM"),
+    ("internlm", "internlm", INTERNLM_EXPECTED, "LlamaForCausalLM"),
+    ("baichuan2", "baichuan", BAICHUAN2_EXPECTED, "LlamaForCausalLM"),
+])
+def test_the_vllm_backend_gets_the_native_conversion_and_token_ids_only(family, fmt, expected, architecture, tmp_path, cache,
+                                                                          data_dir, monkeypatch):
+    import math
+    import sys
+
+    from harness.cli import main
+
+    fake = _FakeVllm()
+    monkeypatch.setitem(sys.modules, "vllm", fake.module)
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    source = _write_checkpoint(tmp_path / f"tiny-{family}", family)
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(source), "--backend", "vllm", "--data-dir", str(data_dir), "--output", str(out),
+                 "--no-progress", "--shots", "0", "--limit", "2"]) == 0
+    [(model, kwargs)] = fake.calls
+    assert Path(model).parent == cache / "models" and kwargs["trust_remote_code"] is False
+    assert kwargs["skip_tokenizer_init"] is True and "tokenizer" not in kwargs and kwargs["revision"] is None
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"]["architecture"] == architecture and results["model"]["source_format"] == fmt
+    lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    scored = {(line["subject"], line["id"]): line["logits"] for line in lines}
+    refs = [r for r in expected["logits"] if r["shots"] == 0 and r["chat"] is None]
+    assert len(refs) == len(scored) == 12
+    for ref in refs:  # the original model's letter logits, less their log-sum-exp: vLLM's processed log-probabilities
+        lse = math.log(sum(math.exp(v) for v in ref["letter_logits"]))
+        assert scored[(ref["subject"], ref["id"])] == pytest.approx([v - lse for v in ref["letter_logits"]], abs=1e-4)
+
+
+def test_the_vllm_backend_gives_baichuan2_13b_to_vllms_own_class_only_with_trust_remote_code(tmp_path, cache, data_dir,
+                                                                                              monkeypatch, capsys):
+    import sys
+
+    from harness.cli import main
+
+    fake = _FakeVllm()
+    monkeypatch.setitem(sys.modules, "vllm", fake.module)
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    source = _write_checkpoint(tmp_path / "tiny-baichuan2-13b", "baichuan2-13b")
+    args = ["eval", "--model", str(source), "--backend", "vllm", "--data-dir", str(data_dir), "--no-progress",
+            "--shots", "0", "--limit", "1"]
+    assert main([*args, "--output", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Baichuan2-13B" in err[0] and "--trust-remote-code" in err[0] and "--backend hf" in err[0]
+    assert fake.calls == [] and not (tmp_path / "refused").exists()
+
+    captured = []
+
+    def refuse_remote_code(model, **kwargs):  # the original files' configuration code is vLLM's to run, not ours
+        captured.append((model, kwargs))
+        raise RuntimeError("vLLM stand-in: stop here")
+
+    monkeypatch.setattr(fake.module, "LLM", refuse_remote_code)
+    assert main([*args, "--trust-remote-code", "--output", str(tmp_path / "trusted")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vLLM stand-in: stop here" in err[0] and not (tmp_path / "trusted").exists()
+    [(model, kwargs)] = captured
+    assert model == str(source.resolve()) and kwargs["trust_remote_code"] is True and kwargs["skip_tokenizer_init"] is True
+
+
 
 # --- harness chat -----------------------------------------------------------------------------
 
