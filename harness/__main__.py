@@ -1,5 +1,5 @@
 """`python -m harness ...`: the same CLI as the `harness` console script (and what torchrun runs)."""
 
-from harness.cli import main
+from harness.cli import console
 
-raise SystemExit(main())
+console()

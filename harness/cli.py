@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
 import os
@@ -32,6 +33,9 @@ COMMANDS = {
 }
 # Commands that pick up where an interrupted run stopped (finished questions, the last checkpoint).
 RESUMABLE = ("eval", "train")
+# Commands whose process ends without tearing the interpreter down (`console`): their files are
+# closed by then, and freeing a loaded model and every module costs ~0.6 s on two cores.
+QUICK_EXIT = ("eval",)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -130,3 +134,28 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def console() -> None:
+    """The `harness` console script and `python -m harness`: `main`, then the process ends.
+
+    After `eval` the interpreter's teardown (every module, the model's tensors, the tokenizer) is
+    skipped: the run's files are written and closed, the streams are flushed and the atexit handlers
+    run (logging's, the kernels' temporary directory), then `os._exit`. Only where no other
+    non-daemon thread is still alive; otherwise, and for every other command, the usual exit."""
+    code = main()
+    if command_of(sys.argv[1:]) in QUICK_EXIT and not _other_threads():
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe (`| head`) has nothing left to flush into
+                pass
+        os._exit(code)
+    raise SystemExit(code)
+
+
+def _other_threads() -> bool:
+    main_thread = threading.main_thread()
+    return any(t is not main_thread and t.is_alive() and not t.daemon for t in threading.enumerate())
+

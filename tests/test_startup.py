@@ -95,3 +95,20 @@ def test_a_converted_tokenizer_is_rewritten_to_load_from_its_file_with_the_same_
     written = config_file.stat().st_mtime_ns
     models._tokenizer_loads_from_its_file(copy)  # already done: not rewritten
     assert config_file.stat().st_mtime_ns == written
+
+
+def test_python_m_harness_eval_ends_without_teardown_with_every_file_and_line_written(tiny_model, data_dir, tmp_path):
+    # The quick exit (os._exit after the atexit handlers) must not lose a record file or a line of output.
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness", "eval", "--model", str(tiny_model), "--shots", "0", "--shots", "5",
+            "--limit", "1", "--data-dir", str(data_dir), "--output", str(out), "--no-progress"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for shots in (0, 5):
+        results = json.loads((out / f"shots-{shots}" / "results.json").read_text())
+        assert results["overall"]["n"] == 6
+        assert len((out / f"shots-{shots}" / "samples.jsonl").read_text().splitlines()) == 6
+    assert done.stdout.count("overall") >= 2 and done.stdout.endswith("\n")  # both runs' summaries, to the last line
+    refused = subprocess.run([*argv[:5], str(tmp_path / "no-such-model"), *argv[6:-3], "--output", str(tmp_path / "x")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1 and "no-such-model" in refused.stderr
