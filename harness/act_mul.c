@@ -1,4 +1,5 @@
-/* act(gate) * up for bfloat16 tensors, in one pass, written over gate.
+/* act(gate) * up for bfloat16 tensors, in one pass, written over gate; and rotary position
+ * embeddings (`harness_rotary`) in one pass.
  *
  * An element-wise activation of a bfloat16 value has only 65,536 possible inputs, so `table` holds
  * the activation of every bfloat16 bit pattern as the model's own code computes it (made by torch
@@ -71,5 +72,44 @@ int harness_act_mul(uint16_t *gate, const uint16_t *up, const float *table, int6
         else
             run(&parts[k]); /* no thread to be had: this one does it */
     }
+    return 0;
+}
+
+/* Rotary position embeddings as transformers' `apply_rotary_pos_emb` computes them in bfloat16:
+ * out = x * cos + rotate_half(x) * sin, where rotate_half(x) = cat(-x2, x1), each product and the
+ * sum rounded to bfloat16 as torch rounds each of its operations (a product of two bfloat16 values
+ * is exact in float32; the sum is rounded to float32 and then to bfloat16, as torch's is). x and out
+ * are (B, H, T, D) with the strides given (D contiguous); cos and sin are (B, T, D), contiguous. */
+static inline float widen(uint16_t v) {
+    uint32_t bits = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t narrow(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    uint16_t rounded = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    return (bits & 0x7fffffffu) > 0x7f800000u ? (uint16_t)0xffff : rounded;
+}
+
+/* out[d] = x[d] * c[d] + sign * y[d] * s[d], each operation rounded to bfloat16 (sign is exact). */
+static void rotate(const uint16_t *restrict x, const uint16_t *restrict y, const uint16_t *restrict c,
+                   const uint16_t *restrict s, uint16_t *restrict out, int n, float sign) {
+    for (int d = 0; d < n; d++)
+        out[d] = narrow(widen(narrow(widen(x[d]) * widen(c[d]))) + widen(narrow((sign * widen(y[d])) * widen(s[d]))));
+}
+
+int harness_rotary(const uint16_t *x, uint16_t *out, const uint16_t *cos, const uint16_t *sin, int64_t batch,
+                   int64_t heads, int64_t tokens, int64_t dim, int64_t stride_b, int64_t stride_h, int64_t stride_t) {
+    int half = (int)(dim / 2);
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t h = 0; h < heads; h++)
+            for (int64_t t = 0; t < tokens; t++) {
+                int64_t at = b * stride_b + h * stride_h + t * stride_t, row = (b * tokens + t) * dim;
+                rotate(x + at, x + at + half, cos + row, sin + row, out + at, half, -1.0f);               /* x1 c - x2 s */
+                rotate(x + at + half, x + at, cos + row + half, sin + row + half, out + at + half, half, 1.0f); /* x2 c + x1 s */
+            }
     return 0;
 }

@@ -12,6 +12,9 @@ was, and each is taken only where a probe on this machine shows it computing the
   two passes and an intermediate tensor, and GELU-tanh's vector code is slow (1.5 G elements/s here).
 - `gemma3-rmsnorm-in-place`: Gemma 3's RMSNorm with the same operations in the same order, one
   float32 intermediate fewer and the last product rounded to bfloat16 as it is stored.
+- `rotary-in-one-pass`: the modeling module's `apply_rotary_pos_emb` (`x * cos + rotate_half(x) *
+  sin`) in one pass over queries and keys (`act_mul.c`), each product and the sum rounded as torch
+  rounds each of its five operations.
 
 Measured and left out: the gate's activation fused into its product by oneDNN (4-7% faster, but
 it rounds once where the model's code rounds twice, which moves 3-8% of bfloat16 predictions);
@@ -25,6 +28,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +38,7 @@ import torch
 PACKED_LINEAR = "onednn-packed-linear"
 TABLE_ACT_MUL = "table-activation-mul"
 GEMMA3_NORM = "gemma3-rmsnorm-in-place"
+ROTARY = "rotary-in-one-pass"
 
 
 # --- packed linear layers -----------------------------------------------------------------------
@@ -113,34 +118,41 @@ def _available_memory() -> int:
 # --- act_fn(gate) * up in one pass ---------------------------------------------------------------
 
 _SOURCE = Path(__file__).with_name("act_mul.c")
-_library: list = []  # compiled once per process: [ctypes function] or [None]
+_library: list = []  # compiled once per process: [ctypes library] or [None]
 
 
-def _act_mul_function():
-    """`harness_act_mul` from act_mul.c, compiled with the machine's C compiler (`$CC`, else cc or
-    gcc) into a temporary directory; None where there is no compiler or it fails."""
+def _compiled():
+    """act_mul.c compiled with the machine's C compiler (`$CC`, else cc or gcc) into a temporary
+    directory and loaded; None where there is no compiler or it fails."""
     if _library:
         return _library[0]
-    function = None
+    library = None
     compiler = next((shutil.which(c) for c in (os.environ.get("CC"), "cc", "gcc") if c and shutil.which(c)), None)
     if compiler and _SOURCE.is_file():
         with tempfile.TemporaryDirectory(prefix="harness-kernels-") as tmp:
             lib = Path(tmp) / "act_mul.so"
             # For this machine's vector units (the library lives as long as the process); plain -O3
-            # where the compiler does not know -march=native.
+            # where the compiler does not know -march=native. No contraction into fused multiply-adds:
+            # each operation rounds as torch's does.
             for flags in (["-O3", "-march=native"], ["-O3"]):
                 try:
-                    subprocess.run([compiler, *flags, "-shared", "-fPIC", "-pthread", str(_SOURCE), "-o", str(lib)],
-                                   check=True, capture_output=True, timeout=60)
-                    function = ctypes.CDLL(str(lib)).harness_act_mul  # stays mapped once the file is gone
+                    subprocess.run([compiler, *flags, "-ffp-contract=off", "-shared", "-fPIC", "-pthread", str(_SOURCE),
+                                    "-o", str(lib)], check=True, capture_output=True, timeout=60)
+                    library = ctypes.CDLL(str(lib))  # stays mapped once the file is gone
+                    library.harness_act_mul.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                                        ctypes.c_int64, ctypes.c_int]
+                    library.harness_rotary.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 7
                     break
                 except (OSError, subprocess.SubprocessError, AttributeError):
-                    function = None
-    if function is not None:
-        function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-        function.restype = ctypes.c_int
-    _library.append(function)
-    return function
+                    library = None
+    _library.append(library)
+    return library
+
+
+def _act_mul_function():
+    """`harness_act_mul` from act_mul.c, or None."""
+    library = _compiled()
+    return None if library is None else library.harness_act_mul
 
 
 def _every_bfloat16() -> torch.Tensor:
@@ -252,6 +264,86 @@ def _norm_probe(width: int) -> list[torch.Tensor]:
     return [x, x.transpose(1, 2), x[:, :1]]  # contiguous, strided (per-head norms), one position
 
 
+# --- rotary position embeddings ------------------------------------------------------------------
+
+
+class _Rotary:
+    """A modeling module's `apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)` in one pass per
+    tensor; any other call (another dtype or layout) goes to the module's own."""
+
+    def __init__(self, own, function):
+        self.own, self.function = own, function
+
+    def __call__(self, q, k, cos, sin, unsqueeze_dim=1):
+        if not (unsqueeze_dim == 1 and self._takes(q, cos, sin) and self._takes(k, cos, sin)):
+            return self.own(q, k, cos, sin, unsqueeze_dim)
+        if torch.autograd._profiler_enabled():  # named in a profile (benchmarks/profile_scoring.py)
+            with torch.profiler.record_function("harness::rotary"):
+                return self._run(q, cos, sin), self._run(k, cos, sin)
+        return self._run(q, cos, sin), self._run(k, cos, sin)
+
+    @staticmethod
+    def _takes(x, cos, sin) -> bool:
+        if not (x.dtype == cos.dtype == sin.dtype == torch.bfloat16 and x.dim() == 4 and x.device.type == "cpu"):
+            return False
+        b, _, t, d = x.shape
+        return (d % 2 == 0 and x.stride(3) == 1 and cos.shape == sin.shape == (b, t, d)
+                and cos.is_contiguous() and sin.is_contiguous() and not x.requires_grad)
+
+    def _run(self, x, cos, sin):
+        out = torch.empty_like(x)  # the same strides (a dense layout): what torch's own result has
+        if out.stride() != x.stride():
+            out = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype)
+        b, h, t, d = x.shape
+        self.function(x.data_ptr(), out.data_ptr(), cos.data_ptr(), sin.data_ptr(), b, h, t, d, *x.stride()[:3])
+        return out
+
+    @torch.inference_mode()
+    def agrees(self, heads: int, kv_heads: int, dim: int) -> bool:
+        """A probe: queries and keys laid out as projections give them (and contiguous), ordinary,
+        tiny and huge values, against the module's own function, bit for bit."""
+        g = torch.Generator().manual_seed(0)
+        for scale in (1.0, 1e-30, 1e30):
+            for b, t in ((2, 7), (1, 1)):
+                q = (torch.randn(b, t, heads * dim, generator=g) * scale).bfloat16().view(b, t, heads, dim).transpose(1, 2)
+                k = (torch.randn(b, t, kv_heads * dim, generator=g) * scale).bfloat16().view(b, t, kv_heads, dim).transpose(1, 2)
+                angle = torch.rand(b, t, dim, generator=g) * 1000
+                cos, sin = angle.cos().bfloat16(), angle.sin().bfloat16()
+                for qq, kk in ((q, k), (q.contiguous(), k.contiguous())):
+                    expected, got = self.own(qq, kk, cos, sin), self(qq, kk, cos, sin)
+                    if not all(torch.equal(e.view(torch.int16), o.view(torch.int16)) and _same_layout(e, o)
+                               for e, o in zip(expected, got)):
+                        return False
+        return True
+
+
+def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same strides where they matter (a dimension of size 1 has any)."""
+    return all(n == 1 or x == y for n, x, y in zip(a.shape, a.stride(), b.stride()))
+
+
+def _rotary_stand_ins(base) -> list[tuple[object, _Rotary]]:
+    """(modeling module, stand-in) for the module of each attention layer that calls its module's
+    `apply_rotary_pos_emb`, where the probe agrees on that layer's shapes; [] if any disagrees."""
+    library = _compiled()
+    found: dict = {}
+    for module in base.modules():
+        if not (type(module).__name__.endswith("Attention") and _on_cpu_in_bfloat16(module)):
+            continue
+        source = sys.modules.get(type(module).__module__)
+        own = getattr(source, "apply_rotary_pos_emb", None)
+        dims = (getattr(module, "head_dim", None), getattr(getattr(module, "config", None), "num_attention_heads", None),
+                getattr(getattr(module, "config", None), "num_key_value_heads", None))
+        if own is None or library is None or not all(isinstance(v, int) for v in dims):
+            return []
+        if source not in found:
+            stand_in = _Rotary(own, library.harness_rotary)
+            if not stand_in.agrees(dims[1], dims[2], dims[0]):
+                return []
+            found[source] = stand_in
+    return list(found.items())
+
+
 # --- the set of them ----------------------------------------------------------------------------
 
 
@@ -261,6 +353,7 @@ class CpuKernels:
 
     linears: list[tuple[torch.nn.Module, str, torch.nn.Module, torch.nn.Module]] = field(default_factory=list)
     forwards: list[tuple[torch.nn.Module, object]] = field(default_factory=list)  # (module, stand-in forward)
+    functions: list[tuple[object, str, object]] = field(default_factory=list)  # (python module, name, stand-in)
     kinds: list[str] = field(default_factory=list)
 
     @classmethod
@@ -275,6 +368,10 @@ class CpuKernels:
             kernels.kinds.append(PACKED_LINEAR)
         kernels._add(base, _is_gated_mlp, TABLE_ACT_MUL, cls._gated_mlp)
         kernels._add(base, _is_gemma3_norm, GEMMA3_NORM, cls._gemma3_norm)
+        rotary = _rotary_stand_ins(base)
+        if rotary:
+            kernels.functions.extend((source, "apply_rotary_pos_emb", stand_in) for source, stand_in in rotary)
+            kernels.kinds.append(ROTARY)
         return kernels if kernels.kinds else None
 
     def _add(self, base, matches, kind, stand_in_for) -> None:
@@ -308,9 +405,13 @@ class CpuKernels:
             setattr(parent, name, stand_in)
         for module, forward in self.forwards:
             module.forward = forward
+        for source, name, stand_in in self.functions:
+            setattr(source, name, stand_in)
         try:
             yield
         finally:
+            for source, name, stand_in in self.functions:
+                setattr(source, name, stand_in.own)
             for module, _ in self.forwards:
                 del module.forward
             for parent, name, own, _ in self.linears:

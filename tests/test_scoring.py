@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness import kernels as cpu_kernels
 from harness.errors import ModelError
-from harness.kernels import GEMMA3_NORM, PACKED_LINEAR, TABLE_ACT_MUL, CpuKernels
+from harness.kernels import GEMMA3_NORM, PACKED_LINEAR, ROTARY, TABLE_ACT_MUL, CpuKernels
 from harness.prompts import PromptFormat, subject_prompts
 from harness.scoring import SHARED_PREFIX, Encoded, LetterScorer, common_prefix_len, encode_prompts, plan_batches
 from tasks import get_protocol
@@ -151,7 +153,10 @@ def test_bfloat16_cpu_kernels_give_the_model_s_own_bits(arch, shared_prefix, tin
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_factory(arch))
     kernels = LetterScorer(model).kernels
     assert kernels is not None
-    assert kernels.kinds == [PACKED_LINEAR, TABLE_ACT_MUL] + ([GEMMA3_NORM] if arch == "gemma3" else [])
+    assert kernels.kinds == [PACKED_LINEAR, TABLE_ACT_MUL] + ([GEMMA3_NORM] if arch == "gemma3" else []) + [ROTARY]
+    modeling = sys.modules[type(model).__module__]
+    own_rotary = modeling.apply_rotary_pos_emb
+    assert [(source, stand_in.own) for source, _, stand_in in kernels.functions] == [(modeling, own_rotary)]
     head = model.get_output_embeddings()
     layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m is not head]
     assert len(kernels.linears) == len(layers)  # every linear layer but the head
@@ -165,6 +170,7 @@ def test_bfloat16_cpu_kernels_give_the_model_s_own_bits(arch, shared_prefix, tin
     assert fast.keys() == own.keys()
     for k in own:
         assert (fast[k] == own[k]).all(), k  # the same bits, not merely close
+    assert modeling.apply_rotary_pos_emb is own_rotary  # swapped back after every pass
 
 
 def test_kernels_are_left_out_where_they_do_not_apply(tiny_model, tiny_model_factory, monkeypatch):
@@ -173,7 +179,7 @@ def test_kernels_are_left_out_where_they_do_not_apply(tiny_model, tiny_model_fac
     bf16 = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16).eval()
     with monkeypatch.context() as m:
         m.setattr(cpu_kernels, "_available_memory", lambda: 0)
-        assert CpuKernels.for_model(bf16, "cpu").kinds == [TABLE_ACT_MUL]  # no room for the packed copy
+        assert CpuKernels.for_model(bf16, "cpu").kinds == [TABLE_ACT_MUL, ROTARY]  # no room for the packed copy
     with monkeypatch.context() as m:
         m.setattr(cpu_kernels, "_agrees", lambda own, packed: False)
         assert PACKED_LINEAR not in CpuKernels.for_model(bf16, "cpu").kinds  # this machine's oneDNN disagrees
@@ -189,6 +195,32 @@ def test_kernels_are_left_out_where_they_do_not_apply(tiny_model, tiny_model_fac
     with monkeypatch.context() as m:  # a norm whose stand-in disagrees: every norm keeps its own forward
         m.setattr(cpu_kernels, "_gemma3_norm_forward", lambda module: lambda x: type(module).forward(module, x) + 1)
         assert GEMMA3_NORM not in CpuKernels.for_model(gemma, "cpu").kinds
+    with monkeypatch.context() as m:  # a rotary stand-in that disagrees: the model's own function stays
+        m.setattr(cpu_kernels._Rotary, "agrees", lambda self, heads, kv_heads, dim: False)
+        kernels = CpuKernels.for_model(gemma, "cpu")
+        assert ROTARY not in kernels.kinds and kernels.functions == []
+
+
+def test_the_rotary_stand_in_gives_apply_rotary_pos_embs_bits_and_leaves_other_calls_to_it():
+    from transformers.models.llama import modeling_llama
+
+    own = modeling_llama.apply_rotary_pos_emb
+    library = cpu_kernels._compiled()
+    assert library is not None
+    rotary = cpu_kernels._Rotary(own, library.harness_rotary)
+    assert rotary.agrees(heads=8, kv_heads=2, dim=64) and rotary.agrees(heads=3, kv_heads=3, dim=6)
+    g = torch.Generator().manual_seed(2)
+    q = (torch.randn(3, 11, 4 * 32, generator=g) * 50).bfloat16().view(3, 11, 4, 32).transpose(1, 2)
+    k = torch.randn(3, 4, 11, 32, generator=g).bfloat16()  # contiguous (batch, heads, tokens, dim)
+    angle = torch.arange(11 * 32).float().view(1, 11, 32).expand(3, 11, 32) * 0.37
+    cos, sin = angle.cos().bfloat16().contiguous(), angle.sin().bfloat16().contiguous()
+    for e, o in zip(own(q, k, cos, sin), rotary(q, k, cos, sin)):
+        assert torch.equal(e.view(torch.int16), o.view(torch.int16)) and e.stride() == o.stride()
+    calls = []
+    rotary.own = lambda *args: calls.append(args) or own(*args)
+    rotary(q.float(), k.float(), cos.float(), sin.float())  # float32: the model's own function
+    rotary(q.transpose(1, 2), k.transpose(1, 2), cos, sin, 2)  # another layout: the same
+    assert len(calls) == 2
 
 
 def test_compiler_failure_leaves_the_table_kernel_out(monkeypatch, tmp_path):
