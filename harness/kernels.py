@@ -79,7 +79,10 @@ def _packed_linears(base, head) -> list[tuple[torch.nn.Module, str, torch.nn.Mod
     needed = sum(child.weight.numel() * child.weight.element_size() for _, _, child in places)
     if not places or needed > MEMORY_SHARE * _available_memory():
         return []
-    packed = [(parent, name, child, _PackedLinear(child, ROWS_HINT)) for parent, name, child in places]
+    try:
+        packed = [(parent, name, child, _PackedLinear(child, ROWS_HINT)) for parent, name, child in places]
+    except RuntimeError:  # e.g. "bf16 path needs the cpu support avx_ne_convert or avx512bw…": no AVX-512
+        return []  # this CPU's oneDNN has no bfloat16 layout to pack for: the model's own layers it is
     if not all(_agrees(own, stand_in) for _, _, own, stand_in in packed[:1] + packed[-1:]):
         return []  # this CPU's oneDNN computes them otherwise (or not at all): the model's own layers it is
     return packed

@@ -145,6 +145,20 @@ def tiny_model(tiny_model_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def packed_linear() -> list[str]:
+    """["onednn-packed-linear"] where this CPU's oneDNN lays a bfloat16 weight out once (it needs
+    AVX-512 BW/VL/DQ or AVX-NE-CONVERT: an AVX2-only CPU such as AMD Zen 3 has neither), else []:
+    the packed stand-in a bfloat16 CPU run gets on this machine. Asked of oneDNN itself, not of the harness."""
+    import torch
+
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.ones(8, 8, dtype=torch.bfloat16), 4)
+    except (RuntimeError, AttributeError):
+        return []
+    return ["onednn-packed-linear"]
+
+
+@pytest.fixture(scope="session")
 def gemma_dir() -> Path:
     """Gemma 3 270M (base), converted once from the PyPI package's GGUF into the test cache."""
     from harness.models import NAMED_MODELS
