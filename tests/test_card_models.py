@@ -1151,3 +1151,42 @@ def test_a_hub_config_that_is_no_json_object_is_one_line(tmp_path, data_dir, fak
     (repo / "config.json").write_text(text, encoding="utf-8")
     err = _hub_error(repo, False, tmp_path, data_dir, fake_hub, capsys)
     assert "config.json must hold a JSON object" in err and kind in err
+
+
+# --- on a CUDA device (skipped where there is none; run on a GPU machine) -----------------------
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA device")
+@pytest.mark.parametrize("family", ["qwen1", "internlm", "baichuan2", "baichuan2-13b"])
+def test_a_card_checkpoint_scores_on_cuda_with_its_prefix_cache_as_the_original_does(family, tmp_path, cache, data_dir, monkeypatch):
+    """The native conversion moved to a GPU: float32 letter logits, batched with the shared prefix
+    cached, within 1e-4 of the original code's on CPU; bfloat16 picks the same letters where the
+    float32 margin is clear of bfloat16's rounding."""
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    expected = _FAMILY[family][0]
+    path = _write_checkpoint(tmp_path / f"tiny-{family}", family, shards=2)
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / dtype
+        assert main(["eval", "--model", str(path), "--device", "cuda", "--dtype", dtype, "--data-dir", str(data_dir),
+                     "--output", str(out), "--no-progress", "--shots", "0", "--shots", "5", "--limit", "2"]) == 0
+        for shots in (0, 5):
+            results = json.loads((out / f"shots-{shots}" / "results.json").read_text())
+            assert results["model"]["device"].startswith("cuda") and results["model"]["dtype"] == dtype
+            assert results["model"]["source_format"] == expected["saved_config"]["model_type"]
+            lines = [json.loads(line) for line in (out / f"shots-{shots}" / "samples.jsonl").read_text().splitlines()]
+            runs[dtype, shots] = {(line["subject"], line["id"]): line for line in lines}
+    for ref in (r for r in expected["logits"] if r["chat"] is None):
+        key, letters = (ref["subject"], ref["id"]), ref["letter_logits"]
+        assert runs["float32", ref["shots"]][key]["logits"] == pytest.approx(letters, abs=1e-4)
+        ranked = sorted(letters, reverse=True)
+        if ranked[0] - ranked[1] > 0.05 * max(1.0, abs(ranked[0])):  # clear of bfloat16's rounding
+            assert runs["bfloat16", ref["shots"]][key]["pred"] == "ABCD"[letters.index(ranked[0])]
