@@ -43,7 +43,7 @@ ELEMENTWISE = ("aten::mul", "aten::add", "aten::add_", "aten::mul_", "aten::pow"
                "aten::div", "aten::sub", "aten::cos", "aten::sin", "aten::clone", "aten::contiguous", "aten::sum",
                "aten::exp", "aten::sigmoid", "aten::rms_norm", "aten::_fused_rms_norm", "aten::layer_norm",
                "aten::native_layer_norm", "aten::embedding", "aten::index_select", "aten::gelu_", "aten::fill_",
-               "harness::act_mul", "harness::rotary")  # the kernels of harness/act_mul.c (harness.kernels)
+               "harness::act_mul", "harness::rotary", "harness::gemma3_norm")  # harness/act_mul.c's (harness.kernels)
 
 
 def category(name: str) -> str:

@@ -1,5 +1,5 @@
-/* act(gate) * up for bfloat16 tensors, in one pass, written over gate; and rotary position
- * embeddings (`harness_rotary`) in one pass.
+/* act(gate) * up for bfloat16 tensors, in one pass, written over gate; rotary position
+ * embeddings (`harness_rotary`) and Gemma 3's RMSNorm (`harness_gemma3_norm`) in one pass.
  *
  * An element-wise activation of a bfloat16 value has only 65,536 possible inputs, so `table` holds
  * the activation of every bfloat16 bit pattern as the model's own code computes it (made by torch
@@ -10,6 +10,7 @@
  * Compiled by harness/kernels.py with the machine's C compiler when a bfloat16 model is scored on
  * CPU; the work is split over `threads` POSIX threads (the caller's thread takes the first part).
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -111,5 +112,145 @@ int harness_rotary(const uint16_t *x, uint16_t *out, const uint16_t *cos, const 
                 rotate(x + at, x + at + half, cos + row, sin + row, out + at, half, -1.0f);               /* x1 c - x2 s */
                 rotate(x + at + half, x + at, cos + row + half, sin + row + half, out + at + half, half, 1.0f); /* x2 c + x1 s */
             }
+    return 0;
+}
+
+/* Gemma 3's RMSNorm of bfloat16 rows, in one pass per row, as torch computes
+ * `(x.float() * rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)) * scale` rounded to bfloat16,
+ * scale = 1 + weight (float32). A bfloat16 value's square is exact in float32; the squares are summed
+ * in the order of torch's vectorised inner sum (ATen's SumKernel: `lanes`-wide vectors, four
+ * interleaved accumulators, the cascade's levels of 16 steps, then the vectors' lanes in order),
+ * the mean is that sum divided by the width, and each further operation rounds once, as torch's do.
+ * `lanes` is the width of torch's float vectors on this CPU (8 with AVX2, 16 with AVX-512); the
+ * caller's probe checks the bits against torch's own and keeps torch's where they differ. */
+#define MAX_LANES 16
+
+static inline __attribute__((always_inline)) float sum_of_squares(const uint16_t *x, int64_t width, const int lanes) {
+    enum { ILP = 4, LEVELS = 4 };
+    float acc[LEVELS][ILP][MAX_LANES];
+    int64_t vectors = width / lanes, steps = vectors / ILP;
+    int64_t ceil_log2 = 0;
+    while (((int64_t)1 << ceil_log2) < steps) ceil_log2++;
+    if (steps <= 2) ceil_log2 = 1;
+    int64_t power = ceil_log2 / LEVELS > 4 ? ceil_log2 / LEVELS : 4, step = (int64_t)1 << power, mask = step - 1;
+    int cascade = steps >= step; /* else the upper levels stay zero, and adding them changes nothing */
+    memset(acc, 0, cascade ? sizeof acc : sizeof acc[0]);
+    int64_t i = 0;
+#define ADD_STEP(at)                                                        \
+    for (int k = 0; k < ILP; k++) {                                         \
+        const uint16_t *v = x + ((at) * ILP + k) * lanes;                   \
+        for (int l = 0; l < lanes; l++) {                                   \
+            float f = widen(v[l]);                                          \
+            acc[0][k][l] += f * f;                                          \
+        }                                                                   \
+    }
+    while (i + step <= steps) {
+        for (int64_t j = 0; j < step; j++, i++) ADD_STEP(i)
+        for (int j = 1; j < LEVELS; j++) {
+            for (int k = 0; k < ILP; k++)
+                for (int l = 0; l < lanes; l++) {
+                    acc[j][k][l] += acc[j - 1][k][l];
+                    acc[j - 1][k][l] = 0.0f;
+                }
+            if ((i & (mask << (j * power))) != 0) break;
+        }
+    }
+    for (; i < steps; i++) ADD_STEP(i)
+#undef ADD_STEP
+    for (int j = 1; cascade && j < LEVELS; j++)
+        for (int k = 0; k < ILP; k++)
+            for (int l = 0; l < lanes; l++) acc[0][k][l] += acc[j][k][l];
+    for (int64_t t = steps * ILP; t < vectors; t++)  /* vectors left over from the interleaving */
+        for (int l = 0; l < lanes; l++) {
+            float f = widen(x[t * lanes + l]);
+            acc[0][0][l] += f * f;
+        }
+    for (int k = 1; k < ILP; k++)
+        for (int l = 0; l < lanes; l++) acc[0][0][l] += acc[0][k][l];
+    float total = 0.0f;
+    for (int64_t t = vectors * lanes; t < width; t++) {  /* the scalar tail, then the lanes */
+        float f = widen(x[t]);
+        total += f * f;
+    }
+    for (int l = 0; l < lanes; l++) total += acc[0][0][l];
+    return total;
+}
+
+typedef struct {
+    const uint16_t *x;
+    uint16_t *out;
+    const float *scale;
+    int64_t rows, width;
+    float eps;
+    int lanes;
+} norm_part_t;
+
+static inline __attribute__((always_inline)) void norm_rows_of(const norm_part_t *p, const int lanes) {
+    const float *restrict scale = p->scale;
+    for (int64_t r = 0; r < p->rows; r++) {
+        const uint16_t *restrict x = p->x + r * p->width;
+        uint16_t *restrict out = p->out + r * p->width;
+        float mean = sum_of_squares(x, p->width, lanes) / (float)p->width;
+        float inv = 1.0f / sqrtf(mean + p->eps);
+        for (int64_t d = 0; d < p->width; d++) {
+            float y = widen(x[d]) * inv;
+            out[d] = narrow(y * scale[d]);
+        }
+    }
+}
+
+/* One copy per vector width, so the compiler sees the lanes as a constant (and vectorises them). */
+static void norm_rows(const norm_part_t *p) {
+    switch (p->lanes) {
+    case 16: norm_rows_of(p, 16); break;
+    case 8: norm_rows_of(p, 8); break;
+    default: norm_rows_of(p, p->lanes);
+    }
+}
+
+static void *norm_worker(void *p) {
+    norm_rows((const norm_part_t *)p);
+    return 0;
+}
+
+int harness_gemma3_norm(const uint16_t *x, uint16_t *out, const float *scale, int64_t rows, int64_t width, float eps,
+                        int lanes, int threads) {
+    if (lanes < 1 || lanes > MAX_LANES) return 1;
+    pthread_t ids[MAX_THREADS];
+    norm_part_t parts[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    int64_t chunk = (rows + threads - 1) / threads;
+    int used = 0;
+    for (int k = 0; k < threads; k++) {
+        int64_t start = (int64_t)k * chunk;
+        if (start >= rows) break;
+        int64_t end = start + chunk > rows ? rows : start + chunk;
+        parts[k] = (norm_part_t){x + start * width, out + start * width, scale, end - start, width, eps, lanes};
+        used = k + 1;
+        if (k > 0) started[k] = pthread_create(&ids[k], 0, norm_worker, &parts[k]) == 0;
+    }
+    if (used > 0) norm_rows(&parts[0]);
+    for (int k = 1; k < used; k++) {
+        if (started[k])
+            pthread_join(ids[k], 0);
+        else
+            norm_rows(&parts[k]);
+    }
+    return 0;
+}
+
+/* The mean of each row's squares, as the norm computes it: for the probe that checks the order of
+ * the sum against torch's `x.float().pow(2).mean(-1)` (the norm's bfloat16 output would hide most
+ * differences in the last bit of a sum). */
+int harness_mean_squares(const uint16_t *x, float *out, int64_t rows, int64_t width, int lanes) {
+    if (lanes < 1 || lanes > MAX_LANES) return 1;
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *row = x + r * width;
+        out[r] = lanes == 16 ? sum_of_squares(row, width, 16) / (float)width
+                 : lanes == 8 ? sum_of_squares(row, width, 8) / (float)width
+                              : sum_of_squares(row, width, lanes) / (float)width;
+    }
     return 0;
 }

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness import kernels as cpu_kernels
 from harness.errors import ModelError
-from harness.kernels import GEMMA3_NORM, PACKED_LINEAR, ROTARY, TABLE_ACT_MUL, CpuKernels
+from harness.kernels import GEMMA3_NORM, GEMMA3_NORM_ONE_PASS, PACKED_LINEAR, ROTARY, TABLE_ACT_MUL, CpuKernels
 from harness.prompts import PromptFormat, subject_prompts
 from harness.scoring import SHARED_PREFIX, Encoded, LetterScorer, common_prefix_len, encode_prompts, plan_batches
 from tasks import get_protocol
@@ -154,7 +154,7 @@ def test_bfloat16_cpu_kernels_give_the_model_s_own_bits(arch, shared_prefix, tin
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_factory(arch))
     kernels = LetterScorer(model).kernels
     assert kernels is not None
-    assert kernels.kinds == packed_linear + [TABLE_ACT_MUL] + ([GEMMA3_NORM] if arch == "gemma3" else []) + [ROTARY]
+    assert kernels.kinds == packed_linear + [TABLE_ACT_MUL] + ([GEMMA3_NORM_ONE_PASS] if arch == "gemma3" else []) + [ROTARY]
     modeling = sys.modules[type(model).__module__]
     own_rotary = modeling.apply_rotary_pos_emb
     assert [(source, stand_in.own) for source, _, stand_in in kernels.functions] == [(modeling, own_rotary)]
@@ -199,13 +199,40 @@ def test_kernels_are_left_out_where_they_do_not_apply(tiny_model, tiny_model_fac
         assert CpuKernels.for_model(bf16, "cpu") is None  # nothing left to swap
     assert CpuKernels.for_model(bf16, "meta") is None  # not a CPU
     gemma = AutoModelForCausalLM.from_pretrained(tiny_model_factory("gemma3"), dtype=torch.bfloat16).eval()
-    with monkeypatch.context() as m:  # a norm whose stand-in disagrees: every norm keeps its own forward
+    with monkeypatch.context() as m:  # a norm whose stand-ins disagree: every norm keeps its own forward
         m.setattr(cpu_kernels, "_gemma3_norm_forward", lambda module: lambda x: type(module).forward(module, x) + 1)
-        assert GEMMA3_NORM not in CpuKernels.for_model(gemma, "cpu").kinds
+        kinds = CpuKernels.for_model(gemma, "cpu").kinds
+        assert GEMMA3_NORM not in kinds and GEMMA3_NORM_ONE_PASS not in kinds
+    with monkeypatch.context() as m:  # sums in another order than this CPU's torch: the in-place norm
+        m.setattr(cpu_kernels, "_sums_agree", lambda width, lanes: False)
+        kinds = CpuKernels.for_model(gemma, "cpu").kinds
+        assert GEMMA3_NORM in kinds and GEMMA3_NORM_ONE_PASS not in kinds
     with monkeypatch.context() as m:  # a rotary stand-in that disagrees: the model's own function stays
         m.setattr(cpu_kernels._Rotary, "agrees", lambda self, heads, kv_heads, dim: False)
         kernels = CpuKernels.for_model(gemma, "cpu")
         assert ROTARY not in kernels.kinds and kernels.functions == []
+
+
+@pytest.mark.parametrize("width", [640, 256, 1152, 2560, 40])
+def test_the_one_pass_gemma3_norm_gives_the_norm_s_bits_summing_as_this_cpu_s_torch_sums(width):
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+
+    lanes = {"AVX512": 16, "AVX2": 8, "DEFAULT": 8}.get(torch.backends.cpu.get_cpu_capability())
+    if lanes is None:
+        pytest.skip(f"torch's {torch.backends.cpu.get_cpu_capability()} vectors: no known width")
+    assert cpu_kernels._sums_agree(width, lanes)  # the mean of squares, bit for bit
+    assert not cpu_kernels._sums_agree(width, 24 - lanes)  # and the probe tells the other order apart
+    norm = Gemma3RMSNorm(width, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(width, generator=torch.Generator().manual_seed(1)) * 0.5)
+    norm = norm.bfloat16()
+    one_pass = cpu_kernels._gemma3_norm_one_pass(norm, lanes)
+    assert cpu_kernels._same_forward(norm, one_pass, cpu_kernels._norm_probe(width))
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(2, 300, width, generator=g) * torch.exp(torch.randn(2, 300, width, generator=g) * 2)).bfloat16()
+    assert torch.equal(one_pass(x).view(torch.int16), norm(x).view(torch.int16))  # threads split the rows
+    assert torch.equal(one_pass(x.transpose(0, 1)), norm(x.transpose(0, 1)))  # strided: the in-place norm
+    assert torch.equal(one_pass(x.float()), norm(x.float()))  # float32: the norm's own forward
 
 
 def test_the_rotary_stand_in_gives_apply_rotary_pos_embs_bits_and_leaves_other_calls_to_it():
