@@ -121,8 +121,9 @@ int harness_rotary(const uint16_t *x, uint16_t *out, const uint16_t *cos, const 
  * in the order of torch's vectorised inner sum (ATen's SumKernel: `lanes`-wide vectors, four
  * interleaved accumulators, the cascade's levels of 16 steps, then the vectors' lanes in order),
  * the mean is that sum divided by the width, and each further operation rounds once, as torch's do.
- * `lanes` is the width of torch's float vectors on this CPU (8 with AVX2, 16 with AVX-512); the
- * caller's probe checks the bits against torch's own and keeps torch's where they differ. */
+ * `lanes` is the width of the vectors torch's sum uses on this CPU (8 with AVX2, and 8 too on a Xeon
+ * with AVX-512 where it was seen; 16 allowed); the caller's probe checks the bits against torch's own
+ * and keeps torch's where they differ. */
 #define MAX_LANES 16
 
 static inline __attribute__((always_inline)) float sum_of_squares(const uint16_t *x, int64_t width, const int lanes) {

@@ -11,7 +11,7 @@ was, and each is taken only where a probe on this machine shows it computing the
   65,536 that the module's own `act_fn` made, times `up`, rounded as torch rounds. Eager torch makes
   two passes and an intermediate tensor, and GELU-tanh's vector code is slow (1.5 G elements/s here).
 - `gemma3-rmsnorm-in-one-pass`: Gemma 3's RMSNorm in one pass per row (`act_mul.c`): the squares
-  of a row summed in the order torch's vectorised sum uses on this CPU (16 or 8 lanes, picked by a
+  of a row summed in the order torch's vectorised sum uses on this CPU (8 or 16 lanes, picked by a
   probe of the mean of squares, bit for bit), then each operation rounded as torch rounds it. Where
   no order agrees, `gemma3-rmsnorm-in-place`: the same operations in torch, one float32
   intermediate fewer and the last product rounded to bfloat16 as it is stored.
@@ -460,10 +460,10 @@ class CpuKernels:
     @staticmethod
     def _gemma3_norm_one_pass(module, tables: dict):
         """The one-pass norm with the vector width whose sums give torch's bits on this CPU (tried
-        once per model: AVX-512's 16 lanes, AVX2's 8), or None."""
+        once per width: torch sums 8 lanes at a time on AVX2 and AVX-512 alike, 16 tried too), or None."""
         width = module.weight.shape[-1]
         if ("lanes", width) not in tables:
-            tables["lanes", width] = next((lanes for lanes in (16, 8) if _sums_agree(width, lanes)), None)
+            tables["lanes", width] = next((lanes for lanes in (8, 16) if _sums_agree(width, lanes)), None)
         lanes = tables["lanes", width]
         forward = None if lanes is None else _gemma3_norm_one_pass(module, lanes)
         return forward if forward is not None and _same_forward(module, forward, _norm_probe(width)) else None
