@@ -30,7 +30,8 @@ static inline uint16_t to_bfloat16(float f) {
     return (uint16_t)(bits >> 16);
 }
 
-static void run(const part_t *p) {
+static void run(const void *part) {
+    const part_t *p = part;
     uint16_t *gate = p->gate;
     const uint16_t *up = p->up;
     const float *table = p->table;
@@ -42,37 +43,51 @@ static void run(const part_t *p) {
     }
 }
 
-static void *worker(void *p) {
-    run((const part_t *)p);
+#define MAX_THREADS 256
+
+static int clamp_threads(int threads) {
+    return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+}
+
+typedef struct {
+    void (*work)(const void *);
+    const void *part;
+} job_t;
+
+static void *start_job(void *job) {
+    const job_t *j = job;
+    j->work(j->part);
     return 0;
 }
 
-#define MAX_THREADS 256
-
-int harness_act_mul(uint16_t *gate, const uint16_t *up, const float *table, int64_t n, int threads) {
+/* `work` on each of the `used` parts (`size` bytes apart): a POSIX thread each for all but the first,
+ * which the caller's thread takes (as it takes any part for which no thread could be had). */
+static void run_parts(void (*work)(const void *), const void *parts, size_t size, int used) {
     pthread_t ids[MAX_THREADS];
-    part_t parts[MAX_THREADS];
+    job_t jobs[MAX_THREADS];
     int started[MAX_THREADS] = {0};
-    if (threads < 1) threads = 1;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    int64_t chunk = (n + threads - 1) / threads;
-    chunk = (chunk + 63) & ~(int64_t)63; /* whole cache lines per thread */
-    int used = 0;
-    for (int k = 0; k < threads; k++) {
-        int64_t start = (int64_t)k * chunk;
-        if (start >= n) break;
-        int64_t end = start + chunk > n ? n : start + chunk;
-        parts[k] = (part_t){gate + start, up + start, table, end - start};
-        used = k + 1;
-        if (k > 0) started[k] = pthread_create(&ids[k], 0, worker, &parts[k]) == 0;
+    for (int k = 1; k < used; k++) {
+        jobs[k] = (job_t){work, (const char *)parts + k * size};
+        started[k] = pthread_create(&ids[k], 0, start_job, &jobs[k]) == 0;
     }
-    if (used > 0) run(&parts[0]);
+    if (used > 0) work(parts);
     for (int k = 1; k < used; k++) {
         if (started[k])
             pthread_join(ids[k], 0);
         else
-            run(&parts[k]); /* no thread to be had: this one does it */
+            work(jobs[k].part); /* no thread to be had: this one does it */
     }
+}
+
+int harness_act_mul(uint16_t *gate, const uint16_t *up, const float *table, int64_t n, int threads) {
+    part_t parts[MAX_THREADS];
+    threads = clamp_threads(threads);
+    int64_t chunk = (n + threads - 1) / threads;
+    chunk = (chunk + 63) & ~(int64_t)63; /* whole cache lines per thread */
+    int used = 0;
+    for (int64_t start = 0; used < threads && start < n; start += chunk, used++)
+        parts[used] = (part_t){gate + start, up + start, table, (start + chunk > n ? n : start + chunk) - start};
+    run_parts(run, parts, sizeof parts[0], used);
     return 0;
 }
 
@@ -201,7 +216,8 @@ static inline __attribute__((always_inline)) void norm_rows_of(const norm_part_t
 }
 
 /* One copy per vector width, so the compiler sees the lanes as a constant (and vectorises them). */
-static void norm_rows(const norm_part_t *p) {
+static void norm_rows(const void *part) {
+    const norm_part_t *p = part;
     switch (p->lanes) {
     case 16: norm_rows_of(p, 16); break;
     case 8: norm_rows_of(p, 8); break;
@@ -209,36 +225,17 @@ static void norm_rows(const norm_part_t *p) {
     }
 }
 
-static void *norm_worker(void *p) {
-    norm_rows((const norm_part_t *)p);
-    return 0;
-}
-
 int harness_gemma3_norm(const uint16_t *x, uint16_t *out, const float *scale, int64_t rows, int64_t width, float eps,
                         int lanes, int threads) {
     if (lanes < 1 || lanes > MAX_LANES) return 1;
-    pthread_t ids[MAX_THREADS];
     norm_part_t parts[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    if (threads < 1) threads = 1;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    threads = clamp_threads(threads);
     int64_t chunk = (rows + threads - 1) / threads;
     int used = 0;
-    for (int k = 0; k < threads; k++) {
-        int64_t start = (int64_t)k * chunk;
-        if (start >= rows) break;
-        int64_t end = start + chunk > rows ? rows : start + chunk;
-        parts[k] = (norm_part_t){x + start * width, out + start * width, scale, end - start, width, eps, lanes};
-        used = k + 1;
-        if (k > 0) started[k] = pthread_create(&ids[k], 0, norm_worker, &parts[k]) == 0;
-    }
-    if (used > 0) norm_rows(&parts[0]);
-    for (int k = 1; k < used; k++) {
-        if (started[k])
-            pthread_join(ids[k], 0);
-        else
-            norm_rows(&parts[k]);
-    }
+    for (int64_t start = 0; used < threads && start < rows; start += chunk, used++)
+        parts[used] = (norm_part_t){x + start * width, out + start * width, scale,
+                                    (start + chunk > rows ? rows : start + chunk) - start, width, eps, lanes};
+    run_parts(norm_rows, parts, sizeof parts[0], used);
     return 0;
 }
 
