@@ -257,3 +257,44 @@ def test_lora_adapter_is_applied_and_recorded(tiny_model, data_dir, tmp_path):
     assert done.stdout.startswith(str(tmp_path / "fresh") + "  ("), done.stdout[:500]
     # --revision names a Hub commit: for a local model it would be recorded but never used
     assert _eval(tiny_model, tmp_path / "rev", data_dir, "--limit", "1", "--revision", "v1.0") == 2
+
+
+def _cpu_has(monkeypatch, bf16: bool, fp16: bool = False):
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: fp16)
+
+
+def test_a_bfloat16_run_on_a_cpu_without_bfloat16_matrix_instructions_says_float32_is_faster(
+        tiny_model, data_dir, tmp_path, capsys, monkeypatch):
+    _cpu_has(monkeypatch, bf16=False)
+    capsys.readouterr()
+    assert _eval(tiny_model, tmp_path / "bf16", data_dir, "--shots", "0", "--dtype", "bfloat16", "--limit", "1") == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "matrix instructions" in line]
+    assert notes == ["harness eval: note: this CPU has no bfloat16 matrix instructions (AVX-512 BF16 or AMX), so the "
+                     "bfloat16 model's matrix products run several times slower than float32's; --dtype float32 is "
+                     "faster here (a run of its own: its predictions can differ on near-ties)"]
+    assert (tmp_path / "bf16" / "results.json").is_file()  # a note, not a refusal
+
+
+@pytest.mark.parametrize("dtype, bf16, fp16, said", [
+    ("bfloat16", True, False, False),  # AVX-512 BF16 or AMX: nothing to say
+    ("bfloat16", False, True, True),
+    ("float16", False, False, True),
+    ("float16", True, True, False),
+    ("float32", False, False, False),
+])
+def test_the_cpu_dtype_note_speaks_only_where_the_cpu_lacks_the_model_s_matrix_instructions(
+        monkeypatch, dtype, bf16, fp16, said):
+    from harness.models import cpu_dtype_note
+    from harness.records import ModelInfo
+
+    _cpu_has(monkeypatch, bf16, fp16)
+    note = cpu_dtype_note(ModelInfo(name="m", dtype=dtype, device="cpu"))
+    assert (note is not None) == said
+    if said:
+        assert note.startswith(f"note: this CPU has no {dtype} matrix instructions")
+    assert cpu_dtype_note(ModelInfo(name="m", dtype=dtype, device="cuda:0")) is None  # about CPUs only
+    assert cpu_dtype_note(ModelInfo(name="m", dtype=dtype, device="cpu", quantization={"method": "quanto"})) is None

@@ -54,7 +54,7 @@ def run(args) -> int:
     from dataclasses import replace
 
     from harness.evaluate import EvalSettings, check_run_dir, evaluate, run_settings
-    from harness.models import load_model
+    from harness.models import cpu_dtype_note, load_model
     from harness.prompts import PromptFormat
     from harness.records import RESULTS, SETTINGS
     from tasks import check_shots, get_protocol, load_benchmark
@@ -110,6 +110,9 @@ def run(args) -> int:
         loaded = load_vllm(spec, cache_dir(), args.tensor_parallel_size)
     else:
         loaded = load_model(spec, cache_dir())
+    note = cpu_dtype_note(loaded.info)
+    if note and workers.is_main:
+        print(f"harness eval: {note}", file=sys.stderr)
     written = {}
     for shots, settings in runs.items():
         out = output_dir(args, shots, multi)
