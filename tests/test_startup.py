@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.cli import COMMANDS, build_parser, command_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,3 +114,73 @@ def test_python_m_harness_eval_ends_without_teardown_with_every_file_and_line_wr
     refused = subprocess.run([*argv[:5], str(tmp_path / "no-such-model"), *argv[6:-3], "--output", str(tmp_path / "x")],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1 and "no-such-model" in refused.stderr
+
+
+def _gguf_file(path: Path, endianess) -> Path:
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(path, "gemma3", endianess=endianess)
+    writer.add_uint32("test.count", 7)
+    writer.add_float32("test.scale", 0.25)
+    writer.add_bool("test.flag", True)
+    writer.add_string("test.name", "tiny ✓")
+    writer.add_array("tokenizer.ggml.tokens", ["<pad>", "", "A", "问题", "▁B", "\n"])  # strings, one empty
+    writer.add_array("tokenizer.ggml.scores", [0.0, -1.5, 2.25, 3.0, -0.0, 1e-8])
+    writer.add_array("tokenizer.ggml.token_type", [3, 1, 1, 1, 1, 6])
+    writer.add_array("test.flags", [True, False, True])
+    writer.add_array("test.empty", [])
+    writer.add_array("test.nested", [[1, 2], [3]])
+    writer.add_tensor("token_embd.weight", np.arange(12, dtype=np.float32).reshape(3, 4))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _fields(reader) -> list:
+    return [(name, f.offset, [int(t) for t in f.types], list(f.data),
+             [(p.dtype.str, p.shape, p.tobytes()) for p in f.parts]) for name, f in reader.fields.items()]
+
+
+def _values(reader, parse) -> dict:
+    def value(f, i):
+        try:
+            return parse(f.parts[i], f.types)
+        except ValueError as e:
+            return f"ValueError: {e}"
+    return {name: [value(f, i) for i in f.data] for name, f in reader.fields.items()}
+
+
+@pytest.mark.parametrize("endian", ["LITTLE", "BIG"])
+def test_the_one_pass_gguf_reader_reads_every_kind_of_field_as_gguf_s_own_reader_does(tmp_path, endian):
+    # harness.models.gguf_read_once reads arrays of strings and of scalars in one pass and decodes
+    # values at once (the first run of the main job: 262,144-entry vocabulary); the fields it builds
+    # and the values transformers parses from them must be gguf's and transformers' own, every kind
+    # of field included (empty and nested arrays, a big-endian file go gguf's own way).
+    import gguf
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from harness.models import gguf_read_once
+
+    path = _gguf_file(tmp_path / "tiny.gguf", getattr(gguf.GGUFEndian, endian))
+    plain = gguf.GGUFReader(path)
+    parse = gguf_utils._gguf_parse_value
+    plain_values = _values(plain, parse)
+    with gguf_read_once(path):
+        once = gguf.GGUFReader(path)
+        assert type(once) is not type(plain) and gguf.GGUFReader(path) is once
+        assert _fields(once) == _fields(plain)
+        fast = gguf_utils._gguf_parse_value
+        assert fast is not parse
+        values = _values(once, fast)
+        assert values == plain_values
+        assert [type(v) for vs in values.values() for v in vs] == [type(v) for vs in plain_values.values() for v in vs]
+        assert values["test.nested"][0].startswith("ValueError")  # transformers cannot parse it either way
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, 2)
+        other = gguf.GGUFReader(_gguf_file(tmp_path / "other.gguf", gguf.GGUFEndian.LITTLE))
+        assert type(other) is type(plain)  # another file: an ordinary reader
+    assert plain_values["tokenizer.ggml.tokens"] == ["<pad>", "", "A", "问题", "▁B", "\n"]
+    assert gguf.GGUFReader is type(plain) and gguf_utils._gguf_parse_value is parse  # put back
+    assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, 2) is not gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, 2)
