@@ -322,6 +322,19 @@ def test_show_prompt_writes_each_rendered_prompt_to_stderr(tiny_model, capsys):
     )
 
 
+def test_a_bfloat16_chat_on_a_cpu_without_bfloat16_matrix_instructions_says_float32_is_faster(
+        tiny_model, capsys, monkeypatch):
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False)
+    argv = ["chat", "--model", str(tiny_model), "--prompt", "q", "--max-new-tokens", "2"]
+    assert main([*argv, "--dtype", "bfloat16"]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("harness chat: note: this CPU has no bfloat16 matrix instructions (AVX-512 BF16 or AMX)")
+    assert "--dtype float32 is faster here" in err and out.endswith("\n")  # a note, and the answer all the same
+    assert main(argv) == 0  # float32: nothing to say
+    assert capsys.readouterr().err == ""
+
+
 def test_a_lora_adapter_answers_as_with_harness_eval(tiny_model, tmp_path, capsys):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

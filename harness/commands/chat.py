@@ -66,7 +66,7 @@ def run(args) -> int:
 
 def _chat(args) -> int:
     from harness.chat import Conversation, Decoding, check_tokenizer_template, resolve_template, template_warning
-    from harness.models import load_model, load_tokenizer
+    from harness.models import cpu_dtype_note, load_model, load_tokenizer
 
     decoding = Decoding(args.max_new_tokens, args.temperature, args.top_p, args.seed)
     if args.prompt is not None and not all(p.strip() for p in args.prompt):
@@ -77,6 +77,9 @@ def _chat(args) -> int:
     if template is None:  # refuse before the weights load, which may take minutes
         check_tokenizer_template(load_tokenizer(spec, cache_dir()), args.model)
     loaded = load_model(spec, cache_dir())
+    note = cpu_dtype_note(loaded.info)
+    if note:
+        print(f"harness chat: {note}", file=sys.stderr)
     conversation = Conversation(loaded.model, loaded.tokenizer, template, args.system, decoding)
     warning = template_warning(loaded.tokenizer, template)
     if warning:
