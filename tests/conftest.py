@@ -158,6 +158,20 @@ def packed_linear() -> list[str]:
     return ["onednn-packed-linear"]
 
 
+@pytest.fixture
+def cpu_has(monkeypatch):
+    """`cpu_has(bf16=..., fp16=...)`: what torch.cpu's probes say this CPU has, for one test: bfloat16
+    matrix instructions (AVX-512 BF16 and AMX tiles) and float16 ones (AMX-FP16)."""
+    import torch
+
+    def has(bf16: bool, fp16: bool = False) -> None:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: fp16)
+
+    return has
+
+
 @pytest.fixture(scope="session")
 def gemma_dir() -> Path:
     """Gemma 3 270M (base), converted once from the PyPI package's GGUF into the test cache."""

@@ -323,9 +323,8 @@ def test_show_prompt_writes_each_rendered_prompt_to_stderr(tiny_model, capsys):
 
 
 def test_a_bfloat16_chat_on_a_cpu_without_bfloat16_matrix_instructions_says_float32_is_faster(
-        tiny_model, capsys, monkeypatch):
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.setattr(torch.cpu, probe, lambda: False)
+        tiny_model, capsys, cpu_has):
+    cpu_has(bf16=False)
     argv = ["chat", "--model", str(tiny_model), "--prompt", "q", "--max-new-tokens", "2"]
     assert main([*argv, "--dtype", "bfloat16"]) == 0
     out, err = capsys.readouterr()

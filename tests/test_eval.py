@@ -259,17 +259,9 @@ def test_lora_adapter_is_applied_and_recorded(tiny_model, data_dir, tmp_path):
     assert _eval(tiny_model, tmp_path / "rev", data_dir, "--limit", "1", "--revision", "v1.0") == 2
 
 
-def _cpu_has(monkeypatch, bf16: bool, fp16: bool = False):
-    import torch
-
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: fp16)
-
-
 def test_a_bfloat16_run_on_a_cpu_without_bfloat16_matrix_instructions_says_float32_is_faster(
-        tiny_model, data_dir, tmp_path, capsys, monkeypatch):
-    _cpu_has(monkeypatch, bf16=False)
+        tiny_model, data_dir, tmp_path, capsys, cpu_has):
+    cpu_has(bf16=False)
     capsys.readouterr()
     assert _eval(tiny_model, tmp_path / "bf16", data_dir, "--shots", "0", "--dtype", "bfloat16", "--limit", "1") == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "matrix instructions" in line]
@@ -287,11 +279,11 @@ def test_a_bfloat16_run_on_a_cpu_without_bfloat16_matrix_instructions_says_float
     ("float32", False, False, False),
 ])
 def test_the_cpu_dtype_note_speaks_only_where_the_cpu_lacks_the_model_s_matrix_instructions(
-        monkeypatch, dtype, bf16, fp16, said):
+        cpu_has, dtype, bf16, fp16, said):
     from harness.models import cpu_dtype_note
     from harness.records import ModelInfo
 
-    _cpu_has(monkeypatch, bf16, fp16)
+    cpu_has(bf16, fp16)
     note = cpu_dtype_note(ModelInfo(name="m", dtype=dtype, device="cpu"))
     assert (note is not None) == said
     if said:
